@@ -1,0 +1,1 @@
+"""ctrlrec-bench: suites, cached stages, Ray orchestration, reports and the `bench` CLI."""

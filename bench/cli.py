@@ -1,0 +1,162 @@
+"""The `bench` command: run, validate and fetch."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shlex
+import sys
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+import yaml
+
+
+def _suite_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("suite", help="suite YAML file, e.g. suites/genre.yaml")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a suite key (dotted path; value read as YAML), repeatable")
+
+
+def parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="bench", description="CTRL-Rec benchmark harness")
+    sub = ap.add_subparsers(dest="command", required=True)
+    run = sub.add_parser("run", help="run a suite and write results/<suite>/<run-id>/")
+    _suite_args(run)
+    run.add_argument("--address", help="join a running Ray cluster (e.g. auto, ray://host:10001)")
+    run.add_argument("--workers", type=int, default=None,
+                     help="at most N tasks at once (default: all local CPUs)")
+    run.add_argument("--out", default="results", help="results root (default: results/)")
+    run.add_argument("--run-id", help="folder name of this run (default: UTC time + config hash)")
+    run.add_argument("--cache-dir", help="stage cache (default: $CTRLREC_CACHE/stages)")
+    run.add_argument("--dry-run", action="store_true", help="print the resolved config and plan")
+    val = sub.add_parser("validate", help="check a suite file and print its expanded grid size")
+    _suite_args(val)
+    sub.add_parser("fetch", help="download MovieLens-100k into the cache and check the models")
+    return ap
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    from .suite import SuiteError
+    try:
+        return {"run": cmd_run, "validate": cmd_validate, "fetch": cmd_fetch}[args.command](args)
+    except SuiteError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+
+
+def cmd_validate(args) -> int:
+    from .suite import load_suite
+    suite = load_suite(args.suite, args.overrides)
+    print(f"{args.suite}: ok — {len(suite.grid())} cells "
+          f"({len(suite.methods)} methods × {len(suite.contexts)} contexts × "
+          f"{len(suite.aggregation)} aggregations × {len(suite.ws())} w × {len(suite.k)} k), "
+          f"config hash {suite.config_hash()[:12]}")
+    return 0
+
+
+def cmd_fetch(args) -> int:
+    from ctrlrec.data import load_movielens
+    from ctrlrec.embeddings import PACKAGED, resolve_model
+    ml = load_movielens()
+    print(f"MovieLens-100k: {len(ml.ratings)} ratings, {len(ml.items)} items (from {ml.source})")
+    for name in PACKAGED:
+        print(f"embedding model {name}: {resolve_model(name)}")
+    return 0
+
+
+def cmd_run(args) -> int:
+    from ctrlrec.paths import cache_root
+    from .cache import StageCache
+    from .plan import build_plan, n_evaluated
+    from .suite import load_suite
+
+    t_start = time.perf_counter()
+    suite = load_suite(args.suite, args.overrides)
+    if args.workers is not None and args.workers < 1:
+        print(f"error: --workers {args.workers}: must be at least 1", file=sys.stderr)
+        return 2
+    cache = StageCache(Path(args.cache_dir) if args.cache_dir else cache_root() / "stages")
+    plan = build_plan(suite, n_evaluated(suite))
+    if args.dry_run:
+        print(yaml.safe_dump(suite.model_dump(mode="json"), sort_keys=False).rstrip())
+        print(f"# {len(suite.grid())} cells; {len(plan)} steps:")
+        for s in plan:
+            state = "cached" if cache.has(s.stage, s.key) else "to run"
+            print(f"#   {s.label:<40} {s.key}  {state}")
+        return 0
+
+    from .runner import StageFailed, run_plan, start_ray
+    run_id = args.run_id or (datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
+                             + "-" + suite.config_hash()[:8])
+    run_dir = Path(args.out) / suite.name / run_id
+    ray_info = start_ray(args.address, args.workers)
+    workers = args.workers or max(1, int(ray_info.get("cluster_cpus") or os.cpu_count()))
+    sweeps = [s.label for s in plan if s.stage == "sweep"]
+    try:
+        result = run_plan(plan, cache, workers, want={"dataset", "engagement", "requests", *sweeps})
+    except StageFailed as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    run_dir.mkdir(parents=True, exist_ok=True)
+    _write_outputs(run_dir, suite, plan, result, ray_info, workers, args, cache,
+                   time.perf_counter() - t_start)
+    print(f"results: {run_dir}")
+    print((run_dir / "summary.md").read_text().split("## Satisfaction")[0].rstrip())
+    return 0
+
+
+def _write_outputs(run_dir, suite, plan, result, ray_info, workers, args, cache, elapsed) -> None:
+    import numpy as np
+    import pandas as pd
+    from . import report
+
+    config_hash = suite.config_hash()
+    per_user, recs = [], []
+    for m in suite.methods:
+        for agg in suite.aggregation:
+            chunks = [s for s in plan if s.stage == "sweep"
+                      and s.deps[2] == f"values[{m.name}]" and s.config["aggregation"] == agg]
+            outs = [result.outputs[s.label] for s in chunks]
+            users = pd.concat([o["per_user"] for o in outs], ignore_index=True)
+            items = np.concatenate([o["recs"] for o in outs], axis=1)
+            uids = result.outputs["requests"]["requests"].user_id.to_numpy()
+            for ctx in suite.contexts:  # context-free methods: one sweep serves every context
+                labels = {"method": m.name, "context": ctx, "aggregation": agg}
+                per_user.append(users.assign(**labels))
+                recs.append((labels, uids, items))
+    per_user = pd.concat(per_user, ignore_index=True)
+    cells = report.cells_table(per_user, config_hash)
+    cells.to_parquet(run_dir / "cells.parquet", index=False)
+    cells.to_csv(run_dir / "cells.csv", index=False)
+    report.recommendations_table(recs, suite.ws(), suite.k).to_parquet(
+        run_dir / "recommendations.parquet", index=False)
+    result.outputs["requests"]["requests"].to_parquet(run_dir / "requests.parquet", index=False)
+    engagement = result.outputs["engagement"]["metrics"]
+    sweep_seconds = sum(t.get("seconds", 0) for label, t in result.timings.items()
+                        if label.startswith("sweep[") and not t["cached"])
+    manifest = {
+        "suite": suite.model_dump(mode="json"), "suite_file": str(args.suite),
+        "overrides": args.overrides, "config_hash": config_hash, "run_id": run_dir.name,
+        "command": "bench " + " ".join(shlex.quote(a) for a in sys.argv[1:]),
+        "created_utc": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "git_commit": report.git_commit(), "versions": report.versions(),
+        "seeds": {"suite": suite.seed, "bivae": suite.seed, "requests": suite.seed},
+        "ray": {**ray_info, "workers": workers}, "cache_dir": str(cache.root),
+        "data_source": result.outputs["dataset"]["split"]["source"],
+        "n_users": int(per_user.user_id.nunique()), "n_cells": len(suite.grid()),
+        "engagement_metrics": engagement,
+        "stages": {s.label: {"key": s.key, **result.timings.get(s.label, {})} for s in plan},
+        "sweep_compute_seconds": round(sweep_seconds, 3),
+        "wall_seconds": round(elapsed, 2),
+    }
+    (run_dir / "summary.md").write_text(report.summary_markdown(suite, cells, engagement, manifest))
+    report.plot_curves(cells, run_dir / "curves.png")
+    report.write_json(run_dir / "manifest.json", manifest)
+
+
+
+if __name__ == "__main__":
+    sys.exit(main())

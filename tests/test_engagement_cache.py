@@ -1,0 +1,55 @@
+import numpy as np
+import pandas as pd
+
+from bench.cache import StageCache, stage_key
+from ctrlrec.engagement import BiVAEConfig, popularity_scores, train_bivae
+
+
+def test_bivae_is_seeded_and_ranks_unknown_items_last(split):
+    cfg = BiVAEConfig(epochs=3)
+    _, a = train_bivae(split, cfg)
+    _, b = train_bivae(split, cfg)
+    assert a.shape == (943, 1682) and a.dtype == np.float32
+    np.testing.assert_array_equal(a, b)
+    unseen = ~np.isin(split.item_ids, split.train.item_id.unique())
+    assert unseen.any()
+    assert (a[:, unseen].max(axis=1) < a[:, ~unseen].min(axis=1)).all()
+
+
+def test_popularity_counts_train_interactions(split):
+    pop = popularity_scores(split)
+    counts = split.train.item_id.value_counts()
+    assert pop[0, split.item_index([counts.index[0]])[0]] == counts.iloc[0]
+    assert (pop == pop[0]).all()
+
+
+def test_cache_roundtrip_and_keys(tmp_path):
+    cache = StageCache(tmp_path)
+    k1 = stage_key("s", 1, {"a": 1}, ["x"])
+    assert k1 != stage_key("s", 1, {"a": 2}, ["x"]) != stage_key("s", 1, {"a": 1}, ["y"])
+    assert k1 != stage_key("s", 2, {"a": 1}, ["x"])
+    assert not cache.has("s", k1)
+    arts = {"arr": np.arange(6).reshape(2, 3), "df": pd.DataFrame({"a": [1, 2]}),
+            "info": {"n": 3}, "model": b"\x00bytes"}
+    cache.save("s", k1, arts, {"timing": {"seconds": 1.5}})
+    assert cache.has("s", k1)
+    back = cache.load("s", k1)
+    np.testing.assert_array_equal(back["arr"], arts["arr"])
+    assert back["df"].equals(arts["df"]) and back["info"] == {"n": 3}
+    assert "model" not in back and (cache.folder("s", k1) / "model.pkl").read_bytes() == b"\x00bytes"
+    assert not [p for p in (tmp_path / "s").iterdir() if p.name.startswith(".")]
+
+
+def test_a_failed_save_leaves_no_entry(tmp_path):
+    cache = StageCache(tmp_path)
+
+    class Boom:
+        def __str__(self):
+            raise RuntimeError("cannot serialise")
+
+    try:
+        cache.save("s", "k", {"ok": np.zeros(2), "bad": {"x": Boom()}}, {})
+    except RuntimeError:
+        pass
+    assert not cache.has("s", "k")
+    assert list((tmp_path / "s").iterdir()) == []

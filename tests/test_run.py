@@ -1,0 +1,91 @@
+"""`bench run` end to end through Ray on the smoke suite: real data, BiVAE, MiniLM embeddings."""
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pandas as pd
+import pytest
+
+
+def bench(*args, cache, cwd):
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "RAY_AUTH_MODE": "disabled"}
+    return subprocess.run([sys.executable, "-m", "bench.cli", *args, "--cache-dir", str(cache)],
+                          capture_output=True, text=True, env=env, cwd=cwd, timeout=600)
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    root = tmp_path_factory.mktemp("runs")
+    repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    suite = os.path.join(repo, "suites", "smoke.yaml")
+    out = {}
+    for name, workers in (("two", "2"), ("one", "1")):
+        p = bench("run", suite, "--workers", workers, "--out", str(root / name), "--run-id", "r",
+                  cache=root / f"cache-{name}", cwd=repo)
+        assert p.returncode == 0, p.stderr[-2000:]
+        out[name] = root / name / "smoke" / "r"
+    # a warm rerun of the same suite: everything comes from the cache
+    p = bench("run", suite, "--workers", "2", "--out", str(root / "warm"), "--run-id", "r",
+              cache=root / "cache-two", cwd=repo)
+    assert p.returncode == 0, p.stderr[-2000:]
+    out["warm"] = root / "warm" / "smoke" / "r"
+    return out
+
+
+def test_outputs_exist_and_are_sane(runs):
+    d = runs["two"]
+    for f in ("cells.parquet", "recommendations.parquet", "summary.md", "manifest.json",
+              "curves.png", "requests.parquet"):
+        assert (d / f).stat().st_size > 0, f
+    cells = pd.read_parquet(d / "cells.parquet")
+    assert set(cells.metric) == {"genre_accuracy", "precision", "recall", "ndcg"}
+    assert len(cells) == 16 * 4 and (cells.n_users == 30).all()
+    assert cells["mean"].between(0, 1).all() and cells.config_hash.nunique() == 1
+    acc = cells[(cells.metric == "genre_accuracy") & (cells.k == 5) & (cells.aggregation == "rank")]
+    acc = acc.set_index("w_control")["mean"]
+    assert acc[1.0] > acc[0.0] + 0.3          # control raises genre accuracy a lot
+    prec = cells[(cells.metric == "precision") & (cells.k == 5) & (cells.aggregation == "rank")]
+    prec = prec.set_index("w_control")["mean"]
+    assert prec[0.0] > prec[1.0]              # at some cost in engagement
+
+
+def test_recommendations_exclude_train_items_and_match_k(runs, split):
+    recs = pd.read_parquet(runs["two"] / "recommendations.parquet")
+    assert set(recs.k) == {5, 10} and (recs["items"].map(len) == recs.k).all()
+    train = set(zip(split.train.user_id, split.train.item_id))
+    assert not any((u, i) in train for u, items in zip(recs.user_id, recs["items"]) for i in items)
+    assert recs["items"].map(lambda x: len(set(x)) == len(x)).all()
+
+
+def test_manifest_records_config_versions_and_timings(runs):
+    m = json.loads((runs["two"] / "manifest.json").read_text())
+    assert m["suite"]["name"] == "smoke" and m["suite"]["engagement"]["epochs"] == 20
+    assert m["versions"]["cornac"] and m["versions"]["ray"] and m["versions"]["torch"]
+    assert m["data_source"] in ("wheel", "cache", "grouplens", "folder")
+    assert m["ray"]["workers"] == 2
+    assert not any(s["cached"] for s in m["stages"].values())
+    assert m["stages"]["engagement"]["seconds"] > 0
+    warm = json.loads((runs["warm"] / "manifest.json").read_text())
+    assert all(s["cached"] for s in warm["stages"].values())
+
+
+def test_same_numbers_with_one_or_two_workers_and_warm(runs):
+    cols = ["method", "context", "aggregation", "w_control", "k", "metric", "mean", "se"]
+    two = pd.read_parquet(runs["two"] / "cells.parquet")[cols]
+    for other in ("one", "warm"):
+        pd.testing.assert_frame_equal(two, pd.read_parquet(runs[other] / "cells.parquet")[cols])
+    a = pd.read_parquet(runs["two"] / "recommendations.parquet")
+    b = pd.read_parquet(runs["one"] / "recommendations.parquet")
+    assert all(np.array_equal(x, y) for x, y in zip(a["items"], b["items"]))
+
+
+def test_bad_suite_is_one_line_and_exit_2(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("name: x\nmethods: [{name: untrained}]\nw_control: [0.5, 2]\n")
+    p = bench("run", str(bad), cache=tmp_path / "c", cwd=tmp_path)
+    assert p.returncode == 2
+    lines = p.stderr.strip().splitlines()
+    assert len(lines) == 1 and "w_control[1]" in lines[0] and str(bad) in lines[0]

@@ -1,0 +1,82 @@
+import textwrap
+
+import pytest
+
+from bench.suite import SuiteError, load_suite
+
+
+def write(tmp_path, body):
+    p = tmp_path / "s.yaml"
+    p.write_text(textwrap.dedent(body))
+    return p
+
+
+BASE = """
+name: t
+methods: [{name: untrained}]
+"""
+
+
+def error_of(tmp_path, body, overrides=()):
+    with pytest.raises(SuiteError) as err:
+        load_suite(write(tmp_path, body), overrides)
+    msg = str(err.value)
+    assert "\n" not in msg and msg.startswith(str(tmp_path / "s.yaml"))
+    return msg
+
+
+def test_shipped_suites_are_valid():
+    genre = load_suite("suites/genre.yaml")
+    assert genre.users == "all" and len(genre.ws()) == 21 and genre.k == [5, 10]
+    assert genre.ws()[0] == 0.0 and genre.ws()[-1] == 1.0 and 0.05 in genre.ws()
+    assert len(genre.grid()) == 42
+    load_suite("suites/smoke.yaml")
+
+
+def test_unknown_key_is_named_with_a_suggestion(tmp_path):
+    msg = error_of(tmp_path, BASE + "engagement: {epoch: 5}\n")
+    assert "engagement.epoch" in msg and "did you mean 'epochs'" in msg and "allowed:" in msg
+
+
+def test_wrong_type_names_key_and_value(tmp_path):
+    msg = error_of(tmp_path, BASE + "engagement: {epochs: many}\n")
+    assert "engagement.epochs" in msg and "'many'" in msg
+
+
+def test_w_control_outside_unit_interval(tmp_path):
+    msg = error_of(tmp_path, BASE + "w_control: [0.0, 1.5]\n")
+    assert "w_control[1]" in msg and "1.5" in msg and "less than or equal to 1" in msg
+
+
+def test_empty_grid_is_refused(tmp_path):
+    msg = error_of(tmp_path, BASE + "k: []\n")
+    assert "k:" in msg and "at least 1" in msg
+
+
+def test_unknown_method_suggests_the_closest(tmp_path):
+    msg = error_of(tmp_path, "name: t\nmethods: [{name: untrianed}]\n")
+    assert "methods[0].name" in msg and "did you mean 'untrained'" in msg
+
+
+def test_bad_context_and_aggregation(tmp_path):
+    assert "history:N" in error_of(tmp_path, BASE + "contexts: [recent]\n")
+    msg = error_of(tmp_path, BASE + "aggregation: sum\n")
+    assert "aggregation" in msg and "'rank'" in msg
+
+
+def test_yaml_syntax_error_names_the_line(tmp_path):
+    assert "line" in error_of(tmp_path, BASE + "k: [5, 10\n")
+
+
+def test_overrides_take_precedence_and_are_validated(tmp_path):
+    s = load_suite(write(tmp_path, BASE), ["engagement.epochs=7", "users=12"])
+    assert s.engagement.epochs == 7 and s.users == 12
+    with pytest.raises(SuiteError, match="engagement.epochs"):
+        load_suite(write(tmp_path, BASE), ["engagement.epochs=0"])
+
+
+def test_config_hash_ignores_description_only(tmp_path):
+    a = load_suite(write(tmp_path, BASE))
+    b = load_suite(write(tmp_path, BASE + "description: other words\n"))
+    c = load_suite(write(tmp_path, BASE + "seed: 1\n"))
+    assert a.config_hash() == b.config_hash() != c.config_hash()

@@ -79,6 +79,8 @@ def cmd_run(args) -> int:
         print(f"error: --workers {args.workers}: must be at least 1", file=sys.stderr)
         return 2
     cache = StageCache(Path(args.cache_dir) if args.cache_dir else cache_root() / "stages")
+    if args.cache_dir:  # keep LLM answers beside the stage cache that was asked for
+        os.environ.setdefault("CTRLREC_LLM_CACHE", str(Path(args.cache_dir) / "llm.sqlite"))
     plan = build_plan(suite, n_evaluated(suite))
     if args.dry_run:
         print(yaml.safe_dump(suite.model_dump(mode="json"), sort_keys=False).rstrip())
@@ -94,9 +96,10 @@ def cmd_run(args) -> int:
     run_dir = Path(args.out) / suite.name / run_id
     ray_info = start_ray(args.address, args.workers)
     workers = args.workers or max(1, int(ray_info.get("cluster_cpus") or os.cpu_count()))
-    sweeps = [s.label for s in plan if s.stage == "sweep"]
+    wanted = [s.label for s in plan if s.stage == "sweep" or s.label.startswith("values[direct")]
     try:
-        result = run_plan(plan, cache, workers, want={"dataset", "engagement", "requests", *sweeps})
+        result = run_plan(plan, cache, workers,
+                          want={"dataset", "engagement", "requests", "pool", *wanted})
     except StageFailed as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
@@ -112,21 +115,21 @@ def _write_outputs(run_dir, suite, plan, result, ray_info, workers, args, cache,
     import numpy as np
     import pandas as pd
     from . import report
+    from .plan import values_label
 
     config_hash = suite.config_hash()
     per_user, recs = [], []
+    uids = result.outputs["requests"]["requests"].user_id.to_numpy()
     for m in suite.methods:
-        for agg in suite.aggregation:
-            chunks = [s for s in plan if s.stage == "sweep"
-                      and s.deps[2] == f"values[{m.name}]" and s.config["aggregation"] == agg]
-            outs = [result.outputs[s.label] for s in chunks]
-            users = pd.concat([o["per_user"] for o in outs], ignore_index=True)
-            items = np.concatenate([o["recs"] for o in outs], axis=1)
-            uids = result.outputs["requests"]["requests"].user_id.to_numpy()
-            for ctx in suite.contexts:  # context-free methods: one sweep serves every context
+        for ctx in suite.contexts:  # context-free methods: one sweep serves every context
+            for agg in suite.aggregation:
+                chunks = [s for s in plan if s.stage == "sweep" and s.config["aggregation"] == agg
+                          and s.deps[2] == values_label(m.name, ctx)]
+                outs = [result.outputs[s.label] for s in chunks]
                 labels = {"method": m.name, "context": ctx, "aggregation": agg}
-                per_user.append(users.assign(**labels))
-                recs.append((labels, uids, items))
+                per_user.append(pd.concat([o["per_user"] for o in outs],
+                                          ignore_index=True).assign(**labels))
+                recs.append((labels, uids, np.concatenate([o["recs"] for o in outs], axis=1)))
     per_user = pd.concat(per_user, ignore_index=True)
     cells = report.cells_table(per_user, config_hash)
     cells.to_parquet(run_dir / "cells.parquet", index=False)
@@ -148,6 +151,10 @@ def _write_outputs(run_dir, suite, plan, result, ray_info, workers, args, cache,
         "data_source": result.outputs["dataset"]["split"]["source"],
         "n_users": int(per_user.user_id.nunique()), "n_cells": len(suite.grid()),
         "engagement_metrics": engagement,
+        "pool": {"kind": suite.pool.kind,
+                 "mean_items_per_user": float(result.outputs["pool"]["pool"].sum(axis=1).mean())},
+        "llm": {label: out["stats"] for label, out in result.outputs.items()
+                if label.startswith("values[direct")},
         "stages": {s.label: {"key": s.key, **result.timings.get(s.label, {})} for s in plan},
         "sweep_compute_seconds": round(sweep_seconds, 3),
         "wall_seconds": round(elapsed, 2),

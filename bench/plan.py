@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from .cache import stage_key
-from .methods import METHODS
+from .methods import METHOD_KEYS, METHODS, USES_CONTEXT
 from .stages import VERSIONS
 from .suite import Suite
 
@@ -20,34 +20,57 @@ class Step:
     config: dict
     deps: list[str] = field(default_factory=list)  # labels of the steps whose outputs it takes
     key: str = ""
+    cpus: int = 1        # Ray CPUs (and torch threads) of the task
+
+
+def values_label(method: str, context: str) -> str:
+    return f"values[{method},{context}]" if USES_CONTEXT[method] else f"values[{method}]"
 
 
 def build_plan(suite: Suite, n_users: int) -> list[Step]:
     """Steps in dependency order. `n_users` is the number of evaluated users (for sweep chunks)."""
-    d = suite.data.model_dump(mode="json")
     steps = [
-        Step("dataset", "dataset", "bench.stages:dataset_stage", d),
+        Step("dataset", "dataset", "bench.stages:dataset_stage", suite.data.model_dump(mode="json")),
         Step("engagement", "engagement", "bench.stages:engagement_stage",
              {**suite.engagement.model_dump(mode="json"), "seed": suite.seed}, ["dataset"]),
         Step("requests", "requests", "bench.stages:requests_stage",
              {**suite.requests.model_dump(mode="json"), "users": suite.users, "seed": suite.seed},
              ["dataset"]),
     ]
+    labels = {s.label for s in steps}
+
+    def add(step):
+        if step.label not in labels:
+            steps.append(step)
+            labels.add(step.label)
+
+    def embeddings(model):
+        add(Step(f"item_embeddings[{model}]", "item_embeddings",
+                 "bench.stages:item_embeddings_stage", {"model": model}, ["dataset"]))
+        return f"item_embeddings[{model}]"
+
+    pool = suite.pool.model_dump(mode="json")
+    pool_deps = ["dataset", "engagement", "requests"]
+    if suite.pool.kind == "shortlist":
+        pool_deps.append(embeddings(suite.pool.model))
+    add(Step("pool", "pool", "bench.stages:pool_stage", pool, pool_deps))
     for m in suite.methods:
-        emb = f"item_embeddings[{m.model}]"
-        if emb not in {s.label for s in steps}:
-            steps.append(Step(emb, "item_embeddings", "bench.stages:item_embeddings_stage",
-                              {"model": m.model}, ["dataset"]))
-        # Methods that ignore context share one value matrix across contexts.
-        steps.append(Step(f"values[{m.name}]", "values", METHODS[m.name],
-                          m.model_dump(mode="json"), [emb, "requests"]))
-        for agg in suite.aggregation:
-            for lo in range(0, n_users, SWEEP_CHUNK):
-                hi = min(lo + SWEEP_CHUNK, n_users)
-                steps.append(Step(
-                    f"sweep[{m.name},{agg},{lo}:{hi}]", "sweep", "bench.stages:sweep_stage",
-                    {"aggregation": agg, "ws": suite.ws(), "ks": sorted(suite.k), "rows": [lo, hi]},
-                    ["dataset", "engagement", f"values[{m.name}]", "requests"]))
+        cfg = {k: v for k, v in m.model_dump(mode="json").items() if k in METHOD_KEYS[m.name]}
+        for ctx in suite.contexts:
+            label = values_label(m.name, ctx)
+            if m.name == "untrained":
+                add(Step(label, "values", METHODS[m.name], cfg, [embeddings(m.model), "requests"]))
+            else:
+                add(Step(label, "values", METHODS[m.name], {**cfg, "context": ctx},
+                         ["dataset", "requests", "pool"], cpus=m.llm.threads))
+            for agg in suite.aggregation:
+                for lo in range(0, n_users, SWEEP_CHUNK):
+                    hi = min(lo + SWEEP_CHUNK, n_users)
+                    add(Step(f"sweep[{label[7:-1]},{agg},{lo}:{hi}]", "sweep",
+                             "bench.stages:sweep_stage",
+                             {"aggregation": agg, "ws": suite.ws(), "ks": sorted(suite.k),
+                              "rows": [lo, hi]},
+                             ["dataset", "engagement", label, "requests", "pool"]))
     keys: dict[str, str] = {}
     for s in steps:
         s.key = stage_key(s.stage, VERSIONS[s.stage], s.config, [keys[d] for d in s.deps])

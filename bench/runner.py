@@ -35,7 +35,9 @@ def start_ray(address: str | None, workers: int | None) -> dict:
     if ray.is_initialized():
         return {"address": "already initialised"}
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")
-    common = dict(runtime_env={"env_vars": WORKER_ENV}, log_to_driver=True,
+    env = {**WORKER_ENV, **{k: os.environ[k] for k in ("CTRLREC_CACHE", "CTRLREC_LLM_CACHE",
+                                                        "HF_HUB_OFFLINE") if k in os.environ}}
+    common = dict(runtime_env={"env_vars": env}, log_to_driver=True,
                   logging_level="ERROR", configure_logging=True)
     if address:
         ctx = ray.init(address=address, **common)
@@ -49,14 +51,14 @@ def start_ray(address: str | None, workers: int | None) -> dict:
             "node": getattr(ctx, "address_info", {}).get("node_ip_address", "")}
 
 
-def _execute(fn_path: str, config: dict, *inputs):
-    """Inside a Ray worker: one torch thread, progress bars routed to the driver, timed."""
+def _execute(fn_path: str, threads: int, config: dict, *inputs):
+    """Inside a Ray worker: `threads` torch threads, progress bars routed to the driver, timed."""
     import torch
     from ray.experimental import tqdm_ray
 
     from ctrlrec.progress import set_progress_factory
 
-    torch.set_num_threads(1)
+    torch.set_num_threads(threads)
     set_progress_factory(lambda it=None, desc=None, total=None, **_: tqdm_ray.tqdm(
         it, desc=desc, total=total))
     module, name = fn_path.split(":")
@@ -73,6 +75,7 @@ def run_plan(plan: list[Step], cache: StageCache, workers: int, want: set[str],
     import ray
 
     remote = ray.remote(num_cpus=1, max_retries=1)(_execute)
+    max_cpus = max(1, int(ray.cluster_resources().get("CPU", 1)))
     by_label = {s.label: s for s in plan}
     result = RunResult()
     done: set[str] = set()
@@ -100,7 +103,9 @@ def run_plan(plan: list[Step], cache: StageCache, workers: int, want: set[str],
         for s in [s for s in todo if all(d in done for d in s.deps)]:
             if len(inflight) >= workers or failures:
                 break
-            ref = remote.options(name=s.label).remote(s.fn, s.config, *inputs_of(s))
+            cpus = min(s.cpus, max_cpus)
+            ref = remote.options(name=s.label, num_cpus=cpus).remote(s.fn, cpus, s.config,
+                                                                     *inputs_of(s))
             inflight[ref] = (s, time.monotonic())
             todo.remove(s)
         if not inflight:

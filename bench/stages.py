@@ -16,7 +16,7 @@ from ctrlrec.engagement import BiVAEConfig, popularity_scores, train_bivae
 
 # Bump a stage's version when its code changes what it computes: old cache entries then miss.
 VERSIONS = {"dataset": 1, "engagement": 1, "item_embeddings": 1, "requests": 1, "values": 1,
-            "sweep": 1}
+            "pool": 1, "sweep": 2}
 ENGAGEMENT_KS = (5, 10)
 
 
@@ -101,14 +101,98 @@ def untrained_values_stage(cfg: dict, emb: dict, req: dict) -> dict:
     return {"values": untrained_values(encoder, req["requests"].text.tolist(), emb["emb"])}
 
 
-def sweep_stage(cfg: dict, ds: dict, eng: dict, vals: dict, req: dict) -> dict:
+def pool_stage(cfg: dict, ds: dict, eng: dict, req: dict, emb: dict | None = None) -> dict:
+    """The candidate items of each evaluated user (rows in request order), frozen for all methods."""
+    split = split_of(ds)
+    rows = split.user_index(req["requests"].user_id)
+    candidates = ~split.matrix("train")[rows]
+    if cfg["kind"] == "all":
+        return {"pool": candidates}
+    from ctrlrec.embeddings import load_encoder
+    from ctrlrec.values import untrained_values
+
+    untrained = untrained_values(load_encoder(cfg["model"]), req["requests"].text.tolist(),
+                                 emb["emb"])
+    pool = np.zeros_like(candidates)
+    for scores, n in ((eng["scores"][rows], cfg["engagement"]), (untrained, cfg["untrained"])):
+        if n:
+            top = aggregate.top_k(np.where(candidates, scores, np.nan), n)
+            np.put_along_axis(pool, top, True, axis=1)
+    return {"pool": pool & candidates}
+
+
+def history_lines(split: Split, items: pd.DataFrame, n: int) -> dict[int, list[str]]:
+    """Each user's n most recent train ratings as 'Title (year): r/5', newest first."""
+    from ctrlrec.data import display_title
+
+    names = {i: f"{display_title(t)}" + (f" ({int(y)})" if pd.notna(y) else "")
+             for i, t, y in zip(items.item_id, items.title, items.year)}
+    recent = split.train.sort_values(["user_id", "timestamp", "item_id"]).groupby("user_id").tail(n)
+    out: dict[int, list[str]] = {}
+    for u, g in recent.iloc[::-1].groupby("user_id", sort=False):
+        out[int(u)] = [f"{names[i]}: {r}/5" for i, r in zip(g.item_id, g.rating)]
+    return out
+
+
+def direct_values_stage(cfg: dict, ds: dict, req: dict, pool: dict) -> dict:
+    """v = the LLM's expected 1-5 rating of each pooled item for the user's request.
+
+    Ratings whose probability mass on the five digits is below `mass_threshold` are counted and,
+    by policy, scored 1.0 (the lowest rating): the model did not understand the task for that
+    item, so the request signal must not promote it; engagement can still recommend it."""
+    from ctrlrec.llm import backends
+    from ctrlrec.llm.cache import CachedLLM, LLMCache
+    from ctrlrec.llm.models import resolve_llm
+    from ctrlrec.llm.prompts import PROMPTS_VERSION, rating_chat
+    from ctrlrec.paths import llm_cache_path
+    from ctrlrec.progress import progress
+    from transformers import AutoTokenizer
+
+    llm = cfg["llm"]
+    path = resolve_llm(llm["model"])
+    tokenizer = AutoTokenizer.from_pretrained(path)
+    identity = {"backend": llm["backend"], "model": llm["model"], "dtype": llm["dtype"],
+                "revision": backends.model_revision(path), "prompts": PROMPTS_VERSION}
+    cached = CachedLLM(lambda: backends.load_backend(
+        llm["backend"], llm["model"], dtype=llm["dtype"], batch_size=llm["batch_size"],
+        threads=llm["threads"], prefix_reuse=llm["prefix_reuse"]), identity,
+        LLMCache(llm_cache_path()))
+    split = split_of(ds)
+    requests = req["requests"]
+    ctx = cfg["context"]
+    history = history_lines(split, ds["items"], int(ctx.split(":")[1])) if ctx != "none" else {}
+    texts = ds["items"].text.to_numpy()
+    prompts, where = [], []
+    for row, (uid, text) in enumerate(zip(requests.user_id, requests.text)):
+        tpl = backends.render(tokenizer, rating_chat(text, history.get(int(uid), [])))
+        cols = np.flatnonzero(pool["pool"][row])
+        prompts += [backends.fill(tpl, texts[c]) for c in cols]
+        where += [(row, c) for c in cols]
+    bar = progress(total=len(prompts), desc=f"direct scoring ({ctx})")
+    ratings = cached.rate(prompts, progress_bar=bar)
+    bar.close()
+    values = np.full(pool["pool"].shape, np.nan, dtype=np.float32)
+    mass = np.full(pool["pool"].shape, np.nan, dtype=np.float32)
+    for (r, c), rating in zip(where, ratings):
+        values[r, c] = rating.expected
+        mass[r, c] = rating.mass
+    low = mass < cfg["mass_threshold"]
+    values[low] = 1.0
+    return {"values": values, "mass": mass,
+            "stats": {"prompts": len(prompts), "llm_calls": cached.calls, "cache_hits": cached.hits,
+                      "low_mass": int(low.sum()), "low_mass_rate": float(low.sum() / max(len(prompts), 1)),
+                      "mean_mass": float(np.nanmean(mass)) if prompts else None,
+                      "backend": cached.backend.settings if cached.calls else identity}}
+
+
+def sweep_stage(cfg: dict, ds: dict, eng: dict, vals: dict, req: dict, pool: dict) -> dict:
     """Rank-aggregate and score one slice of users for every w and k (cfg['rows'] picks the slice)."""
     t0 = time.perf_counter()
     split = split_of(ds)
     lo, hi = cfg["rows"]
     requests = req["requests"].iloc[lo:hi]
     rows = split.user_index(requests.user_id)
-    candidates = ~split.matrix("train")[rows]
+    candidates = pool["pool"][lo:hi]
     test = split.matrix("test")[rows]
     genre_flags = ds["items"][ML_GENRES].to_numpy(dtype=bool)
     requested = np.array([ML_GENRES.index(g) for g in requests.genre])

@@ -58,9 +58,31 @@ class RequestsCfg(Strict):
     genre_strategy: Literal["lift", "top"] = "lift"
 
 
+class LLMCfg(Strict):
+    backend: Literal["hf"] = "hf"
+    model: str = "qwen2.5-coder-1.5b-instruct"  # packaged alias, local folder or hub id
+    dtype: Literal["bfloat16", "float32", "float16"] = "bfloat16"
+    batch_size: Annotated[int, Field(ge=1)] = 32
+    threads: Annotated[int, Field(ge=1)] = 2     # CPU threads (and Ray CPUs) of the LLM task
+    prefix_reuse: bool = True
+
+
+class PoolCfg(Strict):
+    """Which items are ranked. 'all': every item not in the user's train set. 'shortlist': the
+    union of the top `engagement` items by engagement and the top `untrained` by untrained
+    embeddings, frozen per user and used by every method (so LLM scoring stays tractable)."""
+
+    kind: Literal["all", "shortlist"] = "all"
+    engagement: Annotated[int, Field(ge=0)] = 25
+    untrained: Annotated[int, Field(ge=0)] = 25
+    model: str = "all-MiniLM-L6-v2"
+
+
 class MethodCfg(Strict):
     name: str
     model: str = "all-MiniLM-L6-v2"  # embedding model: packaged alias, local folder or hub id
+    llm: LLMCfg = LLMCfg()           # the scorer of the direct method
+    mass_threshold: Annotated[float, Field(ge=0, le=1)] = 0.9
 
     @field_validator("name")
     @classmethod
@@ -103,6 +125,7 @@ class Suite(Strict):
     engagement: EngagementCfg = EngagementCfg()
     requests: RequestsCfg = RequestsCfg()
     methods: Annotated[list[MethodCfg], Field(min_length=1)]
+    pool: PoolCfg = PoolCfg()
     contexts: Annotated[list[str], Field(min_length=1)] = ["none"]
     aggregation: Annotated[list[Literal["rank", "minmax", "threshold", "multiplicative"]],
                            Field(min_length=1)] = ["rank"]

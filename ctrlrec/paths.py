@@ -18,3 +18,9 @@ def cache_root() -> Path:
 
 def data_dir() -> Path:
     return cache_root() / "data"
+
+
+def llm_cache_path() -> Path:
+    """The SQLite cache of LLM answers: `$CTRLREC_LLM_CACHE`, else beside the other caches."""
+    env = os.environ.get("CTRLREC_LLM_CACHE")
+    return Path(env).expanduser() if env else cache_root() / "llm.sqlite"

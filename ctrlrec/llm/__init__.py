@@ -1,0 +1,1 @@
+"""LLM layer: packaged models, prompt templates, backends behind one interface, a persistent cache."""

@@ -1,0 +1,228 @@
+"""LLM backends behind one small interface.
+
+    rate(prompts)        -> list of Rating(expected, mass, probs): the distribution over the
+                            answer tokens "1".."5" at the position where the answer starts
+    generate(texts, ...) -> list of strings
+
+A prompt for `rate` is a RatePrompt(prefix, suffix) of already-rendered text; prompts that share a
+prefix reuse its attention state where the backend can. Chat templates are applied by
+`render()`, the same way for every backend, from the model's own tokenizer."""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from .prompts import ITEM_SLOT, Chat
+
+DIGITS = ("1", "2", "3", "4", "5")
+
+
+@dataclass(frozen=True)
+class RatePrompt:
+    prefix: str
+    suffix: str
+
+    @property
+    def text(self) -> str:
+        return self.prefix + self.suffix
+
+
+@dataclass(frozen=True)
+class Rating:
+    expected: float      # sum r * P(r) over r = 1..5, P renormalised over the five digits
+    mass: float          # total probability of the five digit tokens before renormalising
+    probs: tuple         # P(1)..P(5), renormalised
+
+    def as_json(self):
+        return {"expected": self.expected, "mass": self.mass, "probs": list(self.probs)}
+
+    @classmethod
+    def from_json(cls, d):
+        return cls(d["expected"], d["mass"], tuple(d["probs"]))
+
+
+def rating_from_logprobs(digit_logprobs: np.ndarray) -> Rating:
+    """digit_logprobs: log P of each of the five digits (variants already summed)."""
+    p = np.exp(np.asarray(digit_logprobs, dtype=np.float64))
+    mass = float(p.sum())
+    q = p / mass if mass > 0 else np.full(5, 0.2)
+    return Rating(float((q * np.arange(1, 6)).sum()), mass, tuple(float(x) for x in q))
+
+
+def digit_token_ids(tokenizer) -> list[list[int]]:
+    """For each digit, every single-token spelling ("5", " 5", "▁5", ...) of it."""
+    out = []
+    for d in DIGITS:
+        ids = set()
+        for variant in (d, " " + d):
+            enc = tokenizer.encode(variant, add_special_tokens=False)
+            if len(enc) == 1:
+                ids.add(enc[0])
+        tok = tokenizer.convert_tokens_to_ids("▁" + d)
+        if isinstance(tok, int) and tok != tokenizer.unk_token_id:
+            ids.add(tok)
+        if not ids:
+            raise ValueError(f"the tokenizer has no single token for the digit {d}")
+        out.append(sorted(ids))
+    return out
+
+
+def render(tokenizer, chat: Chat) -> str | RatePrompt:
+    """Apply the model's chat template, ending where the answer starts. With ITEM_SLOT in the
+    user message, return a RatePrompt split at the slot (the item text is filled in later)."""
+    messages = [{"role": "system", "content": chat.system}, {"role": "user", "content": chat.user}]
+    text = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+    if ITEM_SLOT not in text:
+        return text
+    prefix, suffix = text.split(ITEM_SLOT)
+    return RatePrompt(prefix, suffix)
+
+
+def fill(template: RatePrompt, item: str) -> RatePrompt:
+    return RatePrompt(template.prefix, item + template.suffix)
+
+
+def model_revision(path: str) -> str:
+    """A short fingerprint of a local model folder (config + weight file names and sizes)."""
+    p = Path(path)
+    if not p.is_dir():
+        return "hub:" + path
+    h = hashlib.sha256()
+    for f in sorted(p.iterdir()):
+        if f.suffix in (".json", ".safetensors", ".bin", ".model", ".gguf"):
+            h.update(f.name.encode())
+            h.update(str(f.stat().st_size).encode())
+            if f.name == "config.json":
+                h.update(f.read_bytes())
+    return h.hexdigest()[:16]
+
+
+class HFBackend:
+    """transformers on CPU or GPU; shared prefixes are run once and their KV cache repeated."""
+
+    name = "hf"
+
+    def __init__(self, model: str, dtype: str = "bfloat16", device: str | None = None,
+                 batch_size: int = 32, threads: int | None = None, prefix_reuse: bool = True):
+        import torch
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        from .models import resolve_llm
+
+        if threads:
+            torch.set_num_threads(threads)
+        self.torch = torch
+        path = resolve_llm(model)
+        self.device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+        self.tokenizer = AutoTokenizer.from_pretrained(path)
+        self.model = AutoModelForCausalLM.from_pretrained(path, dtype=getattr(torch, dtype))
+        self.model.to(self.device).eval()
+        self.batch_size = batch_size
+        self.prefix_reuse = prefix_reuse
+        self.digit_ids = digit_token_ids(self.tokenizer)
+        # transformers 5.x renamed `past_key_values` to `cache`; accept either.
+        import inspect
+        params = inspect.signature(self.model.base_model.forward).parameters
+        self._cache_kw = "cache" if "cache" in params else "past_key_values"
+        self.identity = {"backend": self.name, "model": model, "revision": model_revision(path),
+                         "dtype": dtype}
+        self.settings = {**self.identity, "device": self.device, "batch_size": batch_size,
+                         "prefix_reuse": prefix_reuse, "threads": torch.get_num_threads()}
+
+    def render(self, chat: Chat):
+        return render(self.tokenizer, chat)
+
+    # ---- rating
+    def rate(self, prompts: list[RatePrompt]) -> list[Rating]:
+        out: list[Rating | None] = [None] * len(prompts)
+        if not self.prefix_reuse:
+            for lo in range(0, len(prompts), self.batch_size):
+                idx = list(range(lo, min(lo + self.batch_size, len(prompts))))
+                ids = [self._ids(prompts[i].text) for i in idx]
+                for i, r in zip(idx, self._rate_batch(ids, None, 0)):
+                    out[i] = r
+            return out
+        groups: dict[str, list[int]] = {}
+        for i, p in enumerate(prompts):
+            groups.setdefault(p.prefix, []).append(i)
+        for prefix, idx in groups.items():
+            pre_ids = self._ids(prefix)
+            with self.torch.no_grad():
+                pre = self.model.base_model(
+                    input_ids=self.torch.tensor([pre_ids], device=self.device), use_cache=True)
+            pre_cache = getattr(pre, "cache", None) or pre.past_key_values
+            for lo in range(0, len(idx), self.batch_size):
+                chunk = idx[lo:lo + self.batch_size]
+                ids = [self._ids(prompts[i].suffix) for i in chunk]
+                for i, r in zip(chunk, self._rate_batch(ids, pre_cache, len(pre_ids))):
+                    out[i] = r
+        return out
+
+    def _ids(self, text: str) -> list[int]:
+        return self.tokenizer.encode(text, add_special_tokens=False)
+
+    def _rate_batch(self, seqs: list[list[int]], prefix_cache, prefix_len: int) -> list[Rating]:
+        """Right-padded batch; logits only at each row's last real token."""
+        torch = self.torch
+        n, width = len(seqs), max(len(s) for s in seqs)
+        pad = self.tokenizer.pad_token_id or 0
+        ids = torch.full((n, width), pad, dtype=torch.long)
+        mask = torch.zeros((n, prefix_len + width), dtype=torch.long)
+        mask[:, :prefix_len] = 1
+        for r, s in enumerate(seqs):
+            ids[r, :len(s)] = torch.tensor(s)
+            mask[r, prefix_len:prefix_len + len(s)] = 1
+        kwargs = {}
+        if prefix_cache is not None:
+            cache = copy.deepcopy(prefix_cache)
+            cache.batch_repeat_interleave(n)
+            kwargs[self._cache_kw] = cache
+        with torch.no_grad():
+            hidden = self.model.base_model(input_ids=ids.to(self.device),
+                                           attention_mask=mask.to(self.device), use_cache=False
+                                           if prefix_cache is None else True, **kwargs)[0]
+            last = torch.tensor([len(s) - 1 for s in seqs], device=self.device)
+            h = hidden[torch.arange(n, device=self.device), last]
+            logp = torch.log_softmax(self.model.get_output_embeddings()(h).float(), dim=-1)
+        logp = logp.cpu().numpy()
+        digit = np.stack([np.logaddexp.reduce(logp[:, ids_d], axis=1) for ids_d in self.digit_ids],
+                         axis=1)
+        return [rating_from_logprobs(row) for row in digit]
+
+    # ---- generation
+    def generate(self, texts: list[str], max_new_tokens: int = 64, temperature: float = 0.0,
+                 seed: int = 0) -> list[str]:
+        torch = self.torch
+        torch.manual_seed(seed)
+        tok = self.tokenizer
+        tok.padding_side = "left"
+        out = []
+        for lo in range(0, len(texts), self.batch_size):
+            batch = tok(texts[lo:lo + self.batch_size], return_tensors="pt", padding=True,
+                        add_special_tokens=False).to(self.device)
+            with torch.no_grad():
+                gen = self.model.generate(**batch, max_new_tokens=max_new_tokens,
+                                          do_sample=temperature > 0,
+                                          temperature=temperature if temperature > 0 else None,
+                                          top_p=None, top_k=None,
+                                          pad_token_id=tok.pad_token_id or tok.eos_token_id)
+            out += tok.batch_decode(gen[:, batch["input_ids"].shape[1]:], skip_special_tokens=True)
+        return out
+
+
+BACKENDS = {"hf": HFBackend}
+
+
+def load_backend(name: str, model: str, **kwargs):
+    try:
+        cls = BACKENDS[name]
+    except KeyError:
+        raise ValueError(f"unknown LLM backend {name!r}; allowed: {', '.join(BACKENDS)}") from None
+    return cls(model, **kwargs)

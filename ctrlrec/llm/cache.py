@@ -1,0 +1,118 @@
+"""A persistent SQLite cache of LLM answers, shared by every backend.
+
+The key is a sha256 of canonical JSON holding the backend's identity (backend, model, revision,
+dtype), the call kind, the prompt exactly as sent, and the parameters. Each batch of answers is
+committed in one transaction as soon as it arrives, so a killed run keeps everything it finished
+and never leaves a half-written row."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import sqlite3
+import threading
+import time
+from pathlib import Path
+
+
+def call_key(identity: dict, kind: str, prompt, params: dict) -> str:
+    blob = json.dumps({"id": identity, "kind": kind, "prompt": prompt, "params": params},
+                      sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return hashlib.sha256(blob.encode()).hexdigest()
+
+
+class LLMCache:
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._lock = threading.Lock()
+        self._db = sqlite3.connect(self.path, timeout=120, isolation_level=None,
+                                   check_same_thread=False)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA busy_timeout=120000")
+        self._db.execute("CREATE TABLE IF NOT EXISTS calls (key TEXT PRIMARY KEY, kind TEXT, "
+                         "value TEXT NOT NULL, created REAL)")
+
+    def get_many(self, keys: list[str]) -> dict[str, object]:
+        out = {}
+        with self._lock:
+            for lo in range(0, len(keys), 500):
+                chunk = keys[lo:lo + 500]
+                q = f"SELECT key, value FROM calls WHERE key IN ({','.join('?' * len(chunk))})"
+                out.update((k, json.loads(v)) for k, v in self._db.execute(q, chunk))
+        return out
+
+    def put_many(self, kind: str, items: dict[str, object]) -> None:
+        now = time.time()
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                self._db.executemany(
+                    "INSERT OR REPLACE INTO calls (key, kind, value, created) VALUES (?, ?, ?, ?)",
+                    [(k, kind, json.dumps(v), now) for k, v in items.items()])
+                self._db.execute("COMMIT")
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+
+    def count(self) -> int:
+        with self._lock:
+            return self._db.execute("SELECT COUNT(*) FROM calls").fetchone()[0]
+
+    def close(self) -> None:
+        self._db.close()
+
+
+class CachedLLM:
+    """Wraps a backend factory: answers come from the cache when present, and the model is only
+    loaded when something is missing. Counts hits and calls, so tests can prove that a rerun makes
+    no repeated calls."""
+
+    def __init__(self, factory, identity: dict, cache: LLMCache, chunk: int = 64):
+        self._factory = factory
+        self._backend = None
+        self.identity = identity
+        self.cache = cache
+        self.chunk = chunk
+        self.hits = 0
+        self.calls = 0
+
+    @property
+    def backend(self):
+        if self._backend is None:
+            self._backend = self._factory()
+        return self._backend
+
+    def rate(self, prompts, progress_bar=None):
+        from .backends import Rating
+
+        keys = [call_key(self.identity, "rate", p.text, {}) for p in prompts]
+        found = self.cache.get_many(list(dict.fromkeys(keys)))
+        self.hits += sum(k in found for k in keys)
+        todo = list({k: p for k, p in zip(keys, prompts) if k not in found}.items())
+        if progress_bar is not None:
+            progress_bar.update(len(prompts) - len(todo))
+        for lo in range(0, len(todo), self.chunk):
+            batch = todo[lo:lo + self.chunk]
+            ratings = self.backend.rate([p for _, p in batch])
+            self.calls += len(batch)
+            new = {k: r.as_json() for (k, _), r in zip(batch, ratings)}
+            self.cache.put_many("rate", new)
+            found.update(new)
+            if progress_bar is not None:
+                progress_bar.update(len(batch))
+        return [Rating.from_json(found[k]) for k in keys]
+
+    def generate(self, texts: list[str], **params) -> list[str]:
+        keys = [call_key(self.identity, "generate", t, params) for t in texts]
+        found = self.cache.get_many(list(dict.fromkeys(keys)))
+        self.hits += sum(k in found for k in keys)
+        todo = list({k: t for k, t in zip(keys, texts) if k not in found}.items())
+        for lo in range(0, len(todo), self.chunk):
+            batch = todo[lo:lo + self.chunk]
+            outs = self.backend.generate([t for _, t in batch], **params)
+            self.calls += len(batch)
+            new = dict(zip([k for k, _ in batch], outs))
+            self.cache.put_many("generate", new)
+            found.update(new)
+        return [found[k] for k in keys]

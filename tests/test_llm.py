@@ -1,0 +1,117 @@
+"""The LLM layer: rating maths, tokenizer digits, prefix reuse, the persistent cache, and the
+packaged Qwen2.5-Coder-1.5B model on a few hand-checkable prompts."""
+
+import numpy as np
+import pytest
+
+from ctrlrec.llm import backends as B
+from ctrlrec.llm.cache import CachedLLM, LLMCache, call_key
+from ctrlrec.llm.models import resolve_llm
+from ctrlrec.llm.prompts import ITEM_SLOT, judge_chat, rating_chat
+
+LLM = "qwen2.5-coder-1.5b-instruct"
+
+
+@pytest.fixture(scope="module")
+def tokenizer():
+    from transformers import AutoTokenizer
+    return AutoTokenizer.from_pretrained(resolve_llm(LLM))
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory, tokenizer):
+    """A tiny random-weight Qwen2 (the real architecture and tokenizer), float32 for exactness."""
+    import torch
+    from transformers import Qwen2Config, Qwen2ForCausalLM
+
+    torch.manual_seed(0)
+    cfg = Qwen2Config(vocab_size=len(tokenizer), hidden_size=64, intermediate_size=128,
+                      num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
+                      max_position_embeddings=512)
+    folder = tmp_path_factory.mktemp("tiny-qwen")
+    Qwen2ForCausalLM(cfg).save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return B.HFBackend(str(folder), dtype="float32", batch_size=3, threads=1)
+
+
+def test_expected_rating_and_mass_by_hand():
+    r = B.rating_from_logprobs(np.log([0.1, 0.1, 0.2, 0.3, 0.2]))
+    assert r.mass == pytest.approx(0.9)
+    assert r.expected == pytest.approx((0.1 + 0.2 + 0.6 + 1.2 + 1.0) / 0.9)
+    assert sum(r.probs) == pytest.approx(1.0)
+
+
+def test_digit_tokens_are_single_tokens_that_decode_to_digits(tokenizer):
+    ids = B.digit_token_ids(tokenizer)
+    assert len(ids) == 5
+    for d, variants in zip("12345", ids):
+        assert all(tokenizer.decode([i]).strip() == d for i in variants)
+
+
+def test_rating_prompt_puts_the_request_in_the_prefix_and_ends_at_the_answer(tokenizer):
+    tpl = B.render(tokenizer, rating_chat("a scary film", ["Alien (1979): 5/5"]))
+    assert "a scary film" in tpl.prefix and "Alien (1979): 5/5" in tpl.prefix
+    assert ITEM_SLOT not in tpl.prefix + tpl.suffix
+    assert tpl.suffix.endswith("<|im_start|>assistant\n")
+    filled = B.fill(tpl, "Jaws (1975). Genres: Horror.")
+    full = filled.text
+    assert full.index("a scary film") < full.index("Jaws (1975)")
+    # split tokenisation (prefix reuse) gives the very tokens that a whole-prompt backend sends
+    enc = lambda t: tokenizer.encode(t, add_special_tokens=False)  # noqa: E731
+    assert enc(filled.prefix) + enc(filled.suffix) == enc(full)
+    assert isinstance(B.render(tokenizer, judge_chat("x", ["A", "B"])), str)
+
+
+def test_prefix_reuse_and_batching_do_not_change_ratings(tiny):
+    tpl_a = tiny.render(rating_chat("a funny movie for kids"))
+    tpl_b = tiny.render(rating_chat("something dark and violent"))
+    items = ["Toy Story (1995)", "Pulp Fiction (1994)", "Heat (1995)", "Babe (1995)", "Fargo"]
+    prompts = [B.fill(t, x) for t in (tpl_a, tpl_b) for x in items]
+    tiny.prefix_reuse = True
+    reused = tiny.rate(prompts)
+    tiny.prefix_reuse = False
+    full = tiny.rate(prompts)
+    tiny.batch_size = 1
+    single = tiny.rate(prompts)
+    tiny.prefix_reuse, tiny.batch_size = True, 3
+    for a, b, c in zip(reused, full, single):
+        assert a.expected == pytest.approx(b.expected, abs=1e-4)
+        assert b.expected == pytest.approx(c.expected, abs=1e-4)
+        assert 1.0 <= a.expected <= 5.0 and 0 < a.mass < 1
+
+
+def test_cache_makes_no_repeated_calls_and_keys_on_the_model(tiny, tmp_path):
+    db = tmp_path / "llm.sqlite"
+    prompts = [B.fill(tiny.render(rating_chat("a western")), x) for x in ("Unforgiven", "Heat")]
+    first = CachedLLM(lambda: tiny, tiny.identity, LLMCache(db))
+    a = first.rate(prompts + prompts[:1])
+    assert first.calls == 2 and first.hits == 0
+    again = CachedLLM(lambda: pytest.fail("the model must not load"), tiny.identity, LLMCache(db))
+    b = again.rate(prompts)
+    assert again.calls == 0 and again.hits == 2
+    assert [x.expected for x in a[:2]] == [x.expected for x in b]
+    other = CachedLLM(lambda: tiny, {**tiny.identity, "model": "another"}, LLMCache(db))
+    other.rate(prompts)
+    assert other.calls == 2
+    assert call_key({"m": 1}, "rate", "p", {}) != call_key({"m": 2}, "rate", "p", {})
+
+
+def test_generation_is_cached_too(tiny, tmp_path):
+    llm = CachedLLM(lambda: tiny, tiny.identity, LLMCache(tmp_path / "g.sqlite"))
+    text = tiny.render(judge_chat("x", ["A"]))
+    out = llm.generate([text], max_new_tokens=3)
+    assert llm.generate([text], max_new_tokens=3) == out and llm.calls == 1
+    llm.generate([text], max_new_tokens=4)
+    assert llm.calls == 2
+
+
+def test_packaged_model_passes_the_mass_check_and_discriminates():
+    be = B.HFBackend(LLM, threads=2, batch_size=4)
+    kids = be.render(rating_chat("I want a funny movie to watch with my kids"))
+    crime = be.render(rating_chat("I'm in the mood for a gritty crime film"))
+    toy, pulp = "Toy Story (1995). Genres: Animation, Children, Comedy.", \
+        "Pulp Fiction (1994). Genres: Crime, Drama."
+    r = be.rate([B.fill(kids, toy), B.fill(kids, pulp), B.fill(crime, toy), B.fill(crime, pulp)])
+    assert min(x.mass for x in r) > 0.9
+    assert r[0].expected > r[1].expected + 0.1      # kids: Toy Story over Pulp Fiction
+    assert r[3].expected > r[2].expected + 0.5      # crime: the order reverses

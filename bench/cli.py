@@ -106,7 +106,8 @@ def cmd_run(args) -> int:
     run_dir = Path(args.out) / suite.name / run_id
     ray_info = start_ray(args.address, args.workers)
     workers = args.workers or max(1, int(ray_info.get("cluster_cpus") or os.cpu_count()))
-    wanted = [s.label for s in plan if s.stage == "sweep" or s.label.startswith("values[direct")]
+    wanted = [s.label for s in plan if s.stage in ("sweep", "judge")
+              or s.label.startswith("values[direct")]
     try:
         result = run_plan(plan, cache, workers,
                           want={"dataset", "engagement", "requests", "pool", *wanted})
@@ -141,6 +142,13 @@ def _write_outputs(run_dir, suite, plan, result, ray_info, workers, args, cache,
                                           ignore_index=True).assign(**labels))
                 recs.append((labels, uids, np.concatenate([o["recs"] for o in outs], axis=1)))
     per_user = pd.concat(per_user, ignore_index=True)
+    if "judge" in result.outputs:
+        judge = result.outputs["judge"]["per_user"]
+        anyctx = judge[judge.context == "*"]  # context-free methods: one judgement per context
+        judge = pd.concat([judge[judge.context != "*"]] +
+                          [anyctx.assign(context=c) for c in suite.contexts], ignore_index=True)
+        per_user = per_user.merge(judge, how="left", on=["method", "context", "aggregation",
+                                                         "user_id", "w_control", "k"])
     cells = report.cells_table(per_user, config_hash)
     cells.to_parquet(run_dir / "cells.parquet", index=False)
     cells.to_csv(run_dir / "cells.csv", index=False)
@@ -164,7 +172,8 @@ def _write_outputs(run_dir, suite, plan, result, ray_info, workers, args, cache,
         "pool": {"kind": suite.pool.kind,
                  "mean_items_per_user": float(result.outputs["pool"]["pool"].sum(axis=1).mean())},
         "llm": {label: out["stats"] for label, out in result.outputs.items()
-                if label.startswith("values[direct")},
+                if "stats" in out},
+        "judge_is_scorer": _judge_is_scorer(suite),
         "stages": {s.label: {"key": s.key, **result.timings.get(s.label, {})} for s in plan},
         "sweep_compute_seconds": round(sweep_seconds, 3),
         "wall_seconds": round(elapsed, 2),
@@ -173,6 +182,14 @@ def _write_outputs(run_dir, suite, plan, result, ray_info, workers, args, cache,
     report.plot_curves(cells, run_dir / "curves.png")
     report.write_json(run_dir / "manifest.json", manifest)
 
+
+
+def _judge_is_scorer(suite) -> bool | None:
+    """True when the judge model also scored items directly: the paper used different models."""
+    if suite.judge is None:
+        return None
+    scorers = {m.llm.model for m in suite.methods if m.name == "direct"}
+    return suite.judge.llm.model in scorers
 
 
 if __name__ == "__main__":

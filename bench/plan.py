@@ -33,9 +33,9 @@ def build_plan(suite: Suite, n_users: int) -> list[Step]:
         Step("dataset", "dataset", "bench.stages:dataset_stage", suite.data.model_dump(mode="json")),
         Step("engagement", "engagement", "bench.stages:engagement_stage",
              {**suite.engagement.model_dump(mode="json"), "seed": suite.seed}, ["dataset"]),
-        Step("requests", "requests", "bench.stages:requests_stage",
-             {**suite.requests.model_dump(mode="json"), "users": suite.users, "seed": suite.seed},
-             ["dataset"]),
+        Step("requests", "requests", "bench.stages:requests_stage", _requests_config(suite),
+             ["dataset"], cpus=suite.requests.llm.threads if suite.requests.generator == "llm"
+             else 1),
     ]
     labels = {s.label for s in steps}
 
@@ -69,13 +69,30 @@ def build_plan(suite: Suite, n_users: int) -> list[Step]:
                     add(Step(f"sweep[{label[7:-1]},{agg},{lo}:{hi}]", "sweep",
                              "bench.stages:sweep_stage",
                              {"aggregation": agg, "ws": suite.ws(), "ks": sorted(suite.k),
-                              "rows": [lo, hi]},
+                              "rows": [lo, hi],
+                              "cell": [m.name, ctx if USES_CONTEXT[m.name] else "*", agg, lo, hi]},
                              ["dataset", "engagement", label, "requests", "pool"]))
+    if suite.judge is not None:
+        sweeps = [s for s in steps if s.stage == "sweep"]
+        j = suite.judge
+        add(Step("judge", "judge", "bench.stages:judge_stage",
+                 {"llm": j.llm.model_dump(mode="json"), "ks": j.k, "ws": j.ws,
+                  "mass_threshold": j.mass_threshold, "sweep_ws": suite.ws(),
+                  "sweeps": [s.config["cell"] for s in sweeps]},
+                 ["dataset", "requests", *[s.label for s in sweeps]], cpus=j.llm.threads))
     keys: dict[str, str] = {}
     for s in steps:
         s.key = stage_key(s.stage, VERSIONS[s.stage], s.config, [keys[d] for d in s.deps])
         keys[s.label] = s.key
     return steps
+
+
+def _requests_config(suite: Suite) -> dict:
+    cfg = {**suite.requests.model_dump(mode="json"), "users": suite.users, "seed": suite.seed}
+    if suite.requests.generator == "template":  # keep the key free of settings it ignores
+        cfg.pop("llm")
+        cfg.pop("history_from")
+    return cfg
 
 
 def n_evaluated(suite: Suite, total_users: int = 943) -> int:

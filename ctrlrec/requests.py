@@ -77,3 +77,130 @@ def template_genre_requests(split: Split, items: pd.DataFrame, user_ids: np.ndar
 
 
 GENERATORS = {"template": template_genre_requests}
+
+
+# ---------------------------------------------------------------- LLM-written requests
+
+_GENRE_PATTERNS = {
+    "Drama": r"\bdrama(s|tic)?\b", "Comedy": r"\bcomed(y|ies)\b", "Romance": r"\bromance|romantic\b",
+    "Thriller": r"\bthrillers?\b", "Action": r"\baction\b", "Crime": r"\bcrime\b",
+    "Adventure": r"\badventures?\b", "Children": r"\bchildren'?s?\b|\bkids?\b|\bfamily\b",
+    "Mystery": r"\bmyster(y|ies)\b", "Sci-Fi": r"\bsci-?fi\b|\bscience[- ]fiction\b",
+    "Fantasy": r"\bfantasy\b", "Horror": r"\bhorror\b",
+}
+
+
+def detect_genres(text: str) -> list[str]:
+    """The request genres a sentence names (case-insensitive, common spellings)."""
+    import re
+    return [g for g, pat in _GENRE_PATTERNS.items() if re.search(pat, text, flags=re.I)]
+
+
+def parse_statement(text: str) -> str | None:
+    """The first sentence between <statement> tags, or None when the answer has none."""
+    import re
+    m = re.search(r"<statement>\s*(.+?)\s*(</statement>|$)", text, flags=re.S | re.I)
+    body = m.group(1).strip() if m else ""
+    if not body:
+        return None
+    first = re.split(r"(?<=[.!?])\s+", body.splitlines()[0].strip().strip('"'))[0]
+    return first or None
+
+
+def liked_lines(split: Split, items: pd.DataFrame, part: str = "test", n: int = 15) -> dict:
+    """Per user, up to n movies they rated highest in `part` ('Title (year): r/5').
+
+    The paper writes requests that agree with what the user goes on to watch, so by default the
+    generator sees the test half (the items the engagement metrics are computed on)."""
+    from .data import display_title
+
+    df = split.test if part == "test" else split.train
+    names = {i: display_title(t) + (f" ({int(y)})" if pd.notna(y) else "")
+             for i, t, y in zip(items.item_id, items.title, items.year)}
+    top = df.sort_values(["user_id", "rating", "timestamp"], ascending=[True, False, False])
+    return {int(u): [f"{names[i]}: {r}/5" for i, r in zip(g.item_id, g.rating)]
+            for u, g in top.groupby("user_id").head(n).groupby("user_id")}
+
+
+def llm_genre_requests(llm, render, split: Split, items: pd.DataFrame, user_ids, seed: int = 0,
+                       tries: int = 3, part: str = "test", fallback_strategy: str = "lift"):
+    """One LLM-written genre request per user, validated to name exactly one of the 12 genres.
+
+    The first try is greedy; later tries sample (seeded). Users whose every try fails get the
+    template request; the `source` and `attempts` columns record what happened."""
+    from .llm.prompts import genre_request_chat
+
+    lines = liked_lines(split, items, part)
+    users = [int(u) for u in user_ids]
+    prompts = {u: render(genre_request_chat(lines.get(u, []), REQUEST_GENRES)) for u in users}
+    result: dict[int, tuple[str, str, int]] = {}
+    pending = users
+    for attempt in range(tries):
+        params = {"max_new_tokens": 48, "temperature": 0.0 if attempt == 0 else 0.8,
+                  "seed": seed + attempt}
+        outs = llm.generate([prompts[u] for u in pending], **params)
+        still = []
+        for u, text in zip(pending, outs):
+            sentence = text.strip().splitlines()[0].strip().strip('"') if text.strip() else ""
+            found = detect_genres(sentence)
+            if len(found) == 1:
+                result[u] = (sentence, found[0], attempt + 1)
+            else:
+                still.append(u)
+        pending = still
+        if not pending:
+            break
+    fallback = template_genre_requests(split, items, np.array(pending, dtype=np.int64), seed,
+                                       fallback_strategy) if pending else None
+    rows = []
+    for u in users:
+        if u in result:
+            text, genre, n = result[u]
+            rows.append((u, "genre", genre, text, "llm", n))
+        else:
+            fb = fallback[fallback.user_id == u].iloc[0]
+            rows.append((u, "genre", fb.genre, fb.text, "template", tries))
+    return pd.DataFrame(rows, columns=["user_id", "kind", "genre", "text", "source", "attempts"])
+
+
+def llm_open_requests(llm, render, split: Split, items: pd.DataFrame, user_ids, seed: int = 0,
+                      tries: int = 2, part: str = "test", batch: int = 16, shown: int = 6):
+    """One open-ended request per user inside <statement> tags. Users are written in batches, each
+    shown the last few requests already written (for variety); styles rotate over OPEN_STYLES."""
+    from .llm.prompts import OPEN_STYLES, open_request_chat
+
+    lines = liked_lines(split, items, part)
+    users = [int(u) for u in user_ids]
+    genres = dict(zip(users, pick_genres(split, items, np.array(users), "lift")))
+    written: list[str] = []
+    rows = []
+    for lo in range(0, len(users), batch):
+        chunk = users[lo:lo + batch]
+        style = {u: OPEN_STYLES[(lo + j) % len(OPEN_STYLES)] for j, u in enumerate(chunk)}
+        earlier = written[-shown:]
+        got: dict[int, tuple[str, int]] = {}
+        pending = chunk
+        for attempt in range(tries):
+            params = {"max_new_tokens": 64, "temperature": 0.0 if attempt == 0 else 0.8,
+                      "seed": seed + attempt}
+            outs = llm.generate([render(open_request_chat(lines.get(u, []), style[u], earlier))
+                                 for u in pending], **params)
+            still = []
+            for u, text in zip(pending, outs):
+                sentence = parse_statement(text)
+                if sentence and 3 <= len(sentence.split()) <= 60:
+                    got[u] = (sentence, attempt + 1)
+                else:
+                    still.append(u)
+            pending = still
+            if not pending:
+                break
+        for u in chunk:
+            if u in got:
+                rows.append((u, "open_ended", None, got[u][0], "llm", got[u][1], style[u]))
+            else:  # a plain request from the user's favourite genre keeps the run going
+                text = f"Something {GENRE_PHRASES[genres[u]]} and really well made, please."
+                rows.append((u, "open_ended", None, text, "template", tries, style[u]))
+            written.append(rows[-1][3])
+    return pd.DataFrame(rows, columns=["user_id", "kind", "genre", "text", "source", "attempts",
+                                       "style"])

@@ -33,6 +33,24 @@ JUDGE_SYSTEM = (
 )
 JUDGE_USER = "The viewer's request: \"{request}\"\nRecommended movies:\n{items}\nGrade the list."
 
+GENRE_REQUEST_SYSTEM = (
+    "You write what a movie viewer might type into a recommender. Given the movies they rated, "
+    "write one sentence in the first person in which they ask for a movie of exactly one genre "
+    "that they would want to watch next. Pick the genre from this list: {genres}. Name that one "
+    "genre and no other, mention no movie titles, and say nothing about what to avoid. "
+    "Reply with the sentence only."
+)
+OPEN_REQUEST_SYSTEM = (
+    "You write what a movie viewer might type into a recommender. Given the movies they rated, "
+    "write one short, casual sentence in the first person about the kind of movie they want to "
+    "watch right now. It may be about genre, theme, style, look, acting or mood. Write it in a "
+    "{style} way. Put the sentence between <statement> and </statement>."
+)
+OPEN_STYLES = ("direct", "descriptive", "mood-based", "preference-focused", "contextual",
+               "comparative")
+REQUEST_USER = "Movies this viewer rated (out of 5):\n{lines}\n{earlier}Now write the request."
+EARLIER_BLOCK = "Requests other viewers already wrote (write something different):\n{lines}\n"
+
 
 @dataclass(frozen=True)
 class Chat:
@@ -50,6 +68,24 @@ def rating_chat(request: str, history: list[str] = ()) -> Chat:
                                               item=ITEM_SLOT))
 
 
-def judge_chat(request: str, items: list[str]) -> Chat:
-    listing = "\n".join(f"{i}. {t}" for i, t in enumerate(items, 1))
+def judge_chat(request: str, items: list[str] | None = None) -> Chat:
+    """Without `items`, ITEM_SLOT stands where the list goes (so the request is a shared prefix)."""
+    listing = ITEM_SLOT if items is None else judge_listing(items)
     return Chat(JUDGE_SYSTEM, JUDGE_USER.format(request=request, items=listing))
+
+
+def judge_listing(items: list[str]) -> str:
+    return "\n".join(f"{i}. {t}" for i, t in enumerate(items, 1))
+
+
+def _request_user(history: list[str], earlier: list[str]) -> str:
+    block = EARLIER_BLOCK.format(lines="\n".join(f"- {x}" for x in earlier)) if earlier else ""
+    return REQUEST_USER.format(lines="\n".join(f"- {x}" for x in history), earlier=block)
+
+
+def genre_request_chat(history: list[str], genres: list[str]) -> Chat:
+    return Chat(GENRE_REQUEST_SYSTEM.format(genres=", ".join(genres)), _request_user(history, []))
+
+
+def open_request_chat(history: list[str], style: str, earlier: list[str]) -> Chat:
+    return Chat(OPEN_REQUEST_SYSTEM.format(style=style), _request_user(history, earlier))

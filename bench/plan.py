@@ -21,6 +21,7 @@ class Step:
     deps: list[str] = field(default_factory=list)  # labels of the steps whose outputs it takes
     key: str = ""
     cpus: int = 1        # Ray CPUs (and torch threads) of the task
+    gpus: float = 0.0    # Ray GPUs of the task (LLM stages on GPU machines)
 
 
 def values_label(method: str, context: str) -> str:
@@ -34,8 +35,8 @@ def build_plan(suite: Suite, n_users: int) -> list[Step]:
         Step("engagement", "engagement", "bench.stages:engagement_stage",
              {**suite.engagement.model_dump(mode="json"), "seed": suite.seed}, ["dataset"]),
         Step("requests", "requests", "bench.stages:requests_stage", _requests_config(suite),
-             ["dataset"], cpus=suite.requests.llm.threads if suite.requests.generator == "llm"
-             else 1),
+             ["dataset"], **(_llm_resources(suite.requests.llm)
+                             if suite.requests.generator == "llm" else {})),
     ]
     labels = {s.label for s in steps}
 
@@ -62,7 +63,7 @@ def build_plan(suite: Suite, n_users: int) -> list[Step]:
                 add(Step(label, "values", METHODS[m.name], cfg, [embeddings(m.model), "requests"]))
             else:
                 add(Step(label, "values", METHODS[m.name], {**cfg, "context": ctx},
-                         ["dataset", "requests", "pool"], cpus=m.llm.threads))
+                         ["dataset", "requests", "pool"], **_llm_resources(m.llm)))
             for agg in suite.aggregation:
                 for lo in range(0, n_users, SWEEP_CHUNK):
                     hi = min(lo + SWEEP_CHUNK, n_users)
@@ -79,12 +80,16 @@ def build_plan(suite: Suite, n_users: int) -> list[Step]:
                  {"llm": j.llm.model_dump(mode="json"), "ks": j.k, "ws": j.ws,
                   "mass_threshold": j.mass_threshold, "sweep_ws": suite.ws(),
                   "sweeps": [s.config["cell"] for s in sweeps]},
-                 ["dataset", "requests", *[s.label for s in sweeps]], cpus=j.llm.threads))
+                 ["dataset", "requests", *[s.label for s in sweeps]], **_llm_resources(j.llm)))
     keys: dict[str, str] = {}
     for s in steps:
         s.key = stage_key(s.stage, VERSIONS[s.stage], s.config, [keys[d] for d in s.deps])
         keys[s.label] = s.key
     return steps
+
+
+def _llm_resources(llm) -> dict:
+    return {"cpus": llm.threads, "gpus": llm.num_gpus}
 
 
 def _requests_config(suite: Suite) -> dict:

@@ -104,8 +104,8 @@ def run_plan(plan: list[Step], cache: StageCache, workers: int, want: set[str],
             if len(inflight) >= workers or failures:
                 break
             cpus = min(s.cpus, max_cpus)
-            ref = remote.options(name=s.label, num_cpus=cpus).remote(s.fn, cpus, s.config,
-                                                                     *inputs_of(s))
+            ref = remote.options(name=s.label, num_cpus=cpus, num_gpus=s.gpus).remote(
+                s.fn, cpus, s.config, *inputs_of(s))
             inflight[ref] = (s, time.monotonic())
             todo.remove(s)
         if not inflight:

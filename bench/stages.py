@@ -154,13 +154,15 @@ def open_llm(llm: dict):
     from ctrlrec.llm.prompts import PROMPTS_VERSION
     from ctrlrec.paths import llm_cache_path
 
-    path = resolve_llm(llm["model"])
+    path = resolve_llm(llm.get("tokenizer") or llm["model"])
     identity = {"backend": llm["backend"], "model": llm["model"], "dtype": llm["dtype"],
                 "revision": backends.model_revision(path), "prompts": PROMPTS_VERSION}
-    cached = CachedLLM(lambda: backends.load_backend(
-        llm["backend"], llm["model"], dtype=llm["dtype"], batch_size=llm["batch_size"],
-        threads=llm["threads"], prefix_reuse=llm["prefix_reuse"]), identity,
-        LLMCache(llm_cache_path()))
+    if llm["backend"] == "openai":
+        identity["base_url"] = llm["base_url"]
+    options = {k: v for k, v in llm.items() if k not in ("backend", "model", "num_gpus",
+                                                         "tokenizer")}
+    cached = CachedLLM(lambda: backends.load_backend(llm["backend"], llm["model"], **options),
+                       identity, LLMCache(llm_cache_path()))
     return cached, AutoTokenizer.from_pretrained(path)
 
 

@@ -56,12 +56,26 @@ class EngagementCfg(Strict):
 
 
 class LLMCfg(Strict):
-    backend: Literal["hf"] = "hf"
+    backend: Literal["hf", "vllm", "openai"] = "hf"
     model: str = "qwen2.5-coder-1.5b-instruct"  # packaged alias, local folder or hub id
+    tokenizer: str | None = None  # for chat templates when `model` is only a served name
     dtype: Literal["bfloat16", "float32", "float16"] = "bfloat16"
     batch_size: Annotated[int, Field(ge=1)] = 32
     threads: Annotated[int, Field(ge=1)] = 2     # CPU threads (and Ray CPUs) of the LLM task
+    num_gpus: Annotated[float, Field(ge=0)] = 0  # Ray GPUs of the LLM task (vllm: usually 1)
     prefix_reuse: bool = True
+    base_url: str | None = None                  # openai: e.g. http://127.0.0.1:8000/v1
+    api_key_env: str = "OPENAI_API_KEY"          # openai: the variable holding the key
+    tensor_parallel_size: Annotated[int, Field(ge=1)] = 1   # vllm
+    gpu_memory_utilization: Annotated[float, Field(gt=0, le=1)] = 0.85  # vllm
+
+    @model_validator(mode="after")
+    def backend_needs(self):
+        if self.backend == "openai" and not self.base_url:
+            raise ValueError("the openai backend needs base_url (e.g. http://127.0.0.1:8000/v1)")
+        if self.backend == "vllm" and self.num_gpus == 0:
+            raise ValueError("the vllm backend runs on GPUs: set num_gpus (e.g. 1)")
+        return self
 
 
 class RequestsCfg(Strict):

@@ -19,3 +19,40 @@ def movielens():
 def split(movielens):
     from ctrlrec.data import chronological_split
     return chronological_split(movielens.ratings)
+
+
+@pytest.fixture(scope="session")
+def tokenizer():
+    from transformers import AutoTokenizer
+
+    from ctrlrec.llm.models import resolve_llm
+    return AutoTokenizer.from_pretrained(resolve_llm("qwen2.5-coder-1.5b-instruct"))
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory, tokenizer):
+    """A tiny random-weight Qwen2: the real architecture and tokenizer, small enough for tests."""
+    import torch
+    from transformers import Qwen2Config, Qwen2ForCausalLM
+
+    torch.manual_seed(0)
+    cfg = Qwen2Config(vocab_size=len(tokenizer), hidden_size=64, intermediate_size=128,
+                      num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
+                      max_position_embeddings=1024)
+    folder = tmp_path_factory.mktemp("tiny-qwen")
+    Qwen2ForCausalLM(cfg).save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder
+
+
+@pytest.fixture(scope="session")
+def tiny_backend(tiny_model_dir):
+    from ctrlrec.llm.backends import HFBackend
+    return HFBackend(str(tiny_model_dir), dtype="float32", batch_size=3, threads=1)
+
+
+@pytest.fixture(scope="session")
+def qwen():
+    """The packaged Qwen2.5-Coder-1.5B-Instruct (built by the setup step), loaded once."""
+    from ctrlrec.llm.backends import HFBackend
+    return HFBackend("qwen2.5-coder-1.5b-instruct", threads=2, batch_size=4)

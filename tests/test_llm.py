@@ -12,26 +12,9 @@ from ctrlrec.llm.prompts import ITEM_SLOT, judge_chat, rating_chat
 LLM = "qwen2.5-coder-1.5b-instruct"
 
 
-@pytest.fixture(scope="module")
-def tokenizer():
-    from transformers import AutoTokenizer
-    return AutoTokenizer.from_pretrained(resolve_llm(LLM))
-
-
-@pytest.fixture(scope="module")
-def tiny(tmp_path_factory, tokenizer):
-    """A tiny random-weight Qwen2 (the real architecture and tokenizer), float32 for exactness."""
-    import torch
-    from transformers import Qwen2Config, Qwen2ForCausalLM
-
-    torch.manual_seed(0)
-    cfg = Qwen2Config(vocab_size=len(tokenizer), hidden_size=64, intermediate_size=128,
-                      num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
-                      max_position_embeddings=512)
-    folder = tmp_path_factory.mktemp("tiny-qwen")
-    Qwen2ForCausalLM(cfg).save_pretrained(folder)
-    tokenizer.save_pretrained(folder)
-    return B.HFBackend(str(folder), dtype="float32", batch_size=3, threads=1)
+@pytest.fixture
+def tiny(tiny_backend):
+    return tiny_backend
 
 
 def test_expected_rating_and_mass_by_hand():
@@ -105,8 +88,8 @@ def test_generation_is_cached_too(tiny, tmp_path):
     assert llm.calls == 2
 
 
-def test_packaged_model_passes_the_mass_check_and_discriminates():
-    be = B.HFBackend(LLM, threads=2, batch_size=4)
+def test_packaged_model_passes_the_mass_check_and_discriminates(qwen):
+    be = qwen
     kids = be.render(rating_chat("I want a funny movie to watch with my kids"))
     crime = be.render(rating_chat("I'm in the mood for a gritty crime film"))
     toy, pulp = "Toy Story (1995). Genres: Animation, Children, Comedy.", \

@@ -110,7 +110,8 @@ class HFBackend:
     name = "hf"
 
     def __init__(self, model: str, dtype: str = "bfloat16", device: str | None = None,
-                 batch_size: int = 32, threads: int | None = None, prefix_reuse: bool = True):
+                 batch_size: int = 32, threads: int | None = None, prefix_reuse: bool = True,
+                 **_ignored):
         import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -169,7 +170,14 @@ class HFBackend:
         return self.tokenizer.encode(text, add_special_tokens=False)
 
     def _rate_batch(self, seqs: list[list[int]], prefix_cache, prefix_len: int) -> list[Rating]:
-        """Right-padded batch; logits only at each row's last real token."""
+        logp = self._last_logprobs(seqs, prefix_cache, prefix_len).cpu().numpy()
+        digit = np.stack([np.logaddexp.reduce(logp[:, ids_d], axis=1) for ids_d in self.digit_ids],
+                         axis=1)
+        return [rating_from_logprobs(row) for row in digit]
+
+    def _last_logprobs(self, seqs: list[list[int]], prefix_cache=None, prefix_len: int = 0):
+        """Log-probabilities of the next token after each sequence (right-padded batch; the LM head
+        runs on each row's last real position only)."""
         torch = self.torch
         n, width = len(seqs), max(len(s) for s in seqs)
         pad = self.tokenizer.pad_token_id or 0
@@ -179,22 +187,26 @@ class HFBackend:
         for r, s in enumerate(seqs):
             ids[r, :len(s)] = torch.tensor(s)
             mask[r, prefix_len:prefix_len + len(s)] = 1
-        kwargs = {}
+        kwargs = {"use_cache": prefix_cache is not None}
         if prefix_cache is not None:
             cache = copy.deepcopy(prefix_cache)
             cache.batch_repeat_interleave(n)
             kwargs[self._cache_kw] = cache
         with torch.no_grad():
             hidden = self.model.base_model(input_ids=ids.to(self.device),
-                                           attention_mask=mask.to(self.device), use_cache=False
-                                           if prefix_cache is None else True, **kwargs)[0]
+                                           attention_mask=mask.to(self.device), **kwargs)[0]
             last = torch.tensor([len(s) - 1 for s in seqs], device=self.device)
             h = hidden[torch.arange(n, device=self.device), last]
-            logp = torch.log_softmax(self.model.get_output_embeddings()(h).float(), dim=-1)
-        logp = logp.cpu().numpy()
-        digit = np.stack([np.logaddexp.reduce(logp[:, ids_d], axis=1) for ids_d in self.digit_ids],
-                         axis=1)
-        return [rating_from_logprobs(row) for row in digit]
+            return torch.log_softmax(self.model.get_output_embeddings()(h).float(), dim=-1)
+
+    def top_logprobs(self, texts: list[str], n: int = 20) -> list[list[tuple[int, float]]]:
+        """The n most likely next tokens after each text, as (token id, logprob); for `bench serve`."""
+        out = []
+        for lo in range(0, len(texts), self.batch_size):
+            logp = self._last_logprobs([self._ids(t) for t in texts[lo:lo + self.batch_size]])
+            top = self.torch.topk(logp, n, dim=-1)
+            out += [list(zip(i.tolist(), v.tolist())) for v, i in zip(top.values, top.indices)]
+        return out
 
     # ---- generation
     def generate(self, texts: list[str], max_new_tokens: int = 64, temperature: float = 0.0,
@@ -217,12 +229,21 @@ class HFBackend:
         return out
 
 
-BACKENDS = {"hf": HFBackend}
+# Import paths, so that vLLM (GPU extra) is imported only when chosen.
+BACKENDS = {"hf": "ctrlrec.llm.backends:HFBackend", "openai": "ctrlrec.llm.remote:OpenAIBackend",
+            "vllm": "ctrlrec.llm.vllm_backend:VLLMBackend"}
+_LOADED: dict = {}
 
 
 def load_backend(name: str, model: str, **kwargs):
-    try:
-        cls = BACKENDS[name]
-    except KeyError:
-        raise ValueError(f"unknown LLM backend {name!r}; allowed: {', '.join(BACKENDS)}") from None
-    return cls(model, **kwargs)
+    """A backend instance; one per process and configuration, so a Ray worker that runs several
+    LLM stages in turn loads the model once."""
+    import importlib
+
+    if name not in BACKENDS:
+        raise ValueError(f"unknown LLM backend {name!r}; allowed: {', '.join(BACKENDS)}")
+    key = (name, model, json.dumps(kwargs, sort_keys=True, default=str))
+    if key not in _LOADED:
+        module, cls = BACKENDS[name].split(":")
+        _LOADED[key] = getattr(importlib.import_module(module), cls)(model, **kwargs)
+    return _LOADED[key]

@@ -1,0 +1,41 @@
+"""The openai backend against `bench serve`-style server on loopback, backed by the hf backend: the
+ratings that travel over a real socket equal the in-process ones."""
+
+import threading
+
+import pytest
+
+from bench.serve import make_server
+from ctrlrec.llm import backends as B
+from ctrlrec.llm.prompts import judge_chat, rating_chat
+from ctrlrec.llm.remote import EndpointError, OpenAIBackend
+
+
+@pytest.fixture(scope="module")
+def server(qwen):
+    srv = make_server(qwen, "127.0.0.1", 0)
+    thread = threading.Thread(target=srv.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{srv.server_address[1]}/v1"
+    srv.shutdown()
+
+
+def test_ratings_over_http_match_in_process(qwen, server):
+    client = OpenAIBackend("qwen", base_url=server, batch_size=2, retries=0)
+    tpl = qwen.render(rating_chat("an animated film for my kids"))
+    prompts = [B.fill(tpl, x) for x in ("Toy Story (1995)", "Heat (1995)", "Babe (1995)")]
+    local = qwen.rate(prompts)
+    remote = client.rate(prompts)
+    for a, b in zip(local, remote):
+        # the five digits hold ~all the mass, so the top-20 list the client sees contains them;
+        # the server batches whole prompts (no prefix reuse), which moves bf16 results by ~1e-3
+        assert b.mass == pytest.approx(a.mass, abs=2e-3) and b.mass > 0.9
+        assert b.expected == pytest.approx(a.expected, abs=1e-2)
+    text = qwen.render(judge_chat("a western", ["Unforgiven (1992)"]))
+    assert client.generate([text], max_new_tokens=3) == qwen.generate([text], 3)
+
+
+def test_unreachable_endpoint_fails_with_one_clear_error():
+    client = OpenAIBackend("m", base_url="http://127.0.0.1:9/v1", retries=1, timeout=2)
+    with pytest.raises(EndpointError, match="failed after 2 tries"):
+        client.rate([B.RatePrompt("a", "b")])

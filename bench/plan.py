@@ -52,7 +52,7 @@ def build_plan(suite: Suite, n_users: int) -> list[Step]:
 
     pool = suite.pool.model_dump(mode="json")
     pool_deps = ["dataset", "engagement", "requests"]
-    if suite.pool.kind == "shortlist":
+    if suite.pool.kind == "shortlist" and suite.pool.untrained:
         pool_deps.append(embeddings(suite.pool.model))
     add(Step("pool", "pool", "bench.stages:pool_stage", pool, pool_deps))
     for m in suite.methods:

@@ -117,13 +117,16 @@ def pool_stage(cfg: dict, ds: dict, eng: dict, req: dict, emb: dict | None = Non
     candidates = ~split.matrix("train")[rows]
     if cfg["kind"] == "all":
         return {"pool": candidates}
-    from ctrlrec.embeddings import load_encoder
-    from ctrlrec.values import untrained_values
+    sources = [(eng["scores"][rows], cfg["engagement"])]
+    if cfg["untrained"]:
+        from ctrlrec.embeddings import load_encoder
+        from ctrlrec.values import untrained_values
 
-    untrained = untrained_values(load_encoder(cfg["model"]), req["requests"].text.tolist(),
-                                 emb["emb"])
+        sources.append((untrained_values(load_encoder(cfg["model"]),
+                                         req["requests"].text.tolist(), emb["emb"]),
+                        cfg["untrained"]))
     pool = np.zeros_like(candidates)
-    for scores, n in ((eng["scores"][rows], cfg["engagement"]), (untrained, cfg["untrained"])):
+    for scores, n in sources:
         if n:
             top = aggregate.top_k(np.where(candidates, scores, np.nan), n)
             np.put_along_axis(pool, top, True, axis=1)

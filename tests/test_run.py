@@ -89,3 +89,47 @@ def test_bad_suite_is_one_line_and_exit_2(tmp_path):
     assert p.returncode == 2
     lines = p.stderr.strip().splitlines()
     assert len(lines) == 1 and "w_control[1]" in lines[0] and str(bad) in lines[0]
+
+
+def test_direct_method_end_to_end_and_resume_without_repeated_calls(tmp_path, tiny_model_dir):
+    """A direct-LLM suite through Ray (tiny random Qwen2): then the value stage's cache entry is
+    removed, as if the run had been killed before it finished; the rerun recomputes that stage
+    with every answer from the LLM cache and gives identical results."""
+    import shutil
+
+    suite = tmp_path / "direct.yaml"
+    suite.write_text(f"""
+name: direct_tiny
+users: 4
+engagement: {{model: popularity}}
+pool: {{kind: shortlist, engagement: 6, untrained: 0}}
+methods:
+  - name: direct
+    llm: {{model: "{tiny_model_dir}", dtype: float32, batch_size: 8, threads: 1}}
+contexts: [none, "history:3"]
+w_control: [0.0, 1.0]
+k: [5]
+""")
+    repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    cache = tmp_path / "cache"
+    p = bench("run", str(suite), "--out", str(tmp_path / "out"), "--run-id", "a", cache=cache,
+              cwd=repo)
+    assert p.returncode == 0, p.stderr[-2000:]
+    first = json.loads((tmp_path / "out/direct_tiny/a/manifest.json").read_text())
+    stats = first["llm"]["values[direct,none]"]
+    assert stats["prompts"] == 24 and stats["llm_calls"] > 0 and stats["cache_hits"] == 0
+    assert first["llm"]["values[direct,history:3]"]["llm_calls"] > 0
+    for stage in ("values", "sweep"):
+        shutil.rmtree(cache / stage)
+    p = bench("run", str(suite), "--out", str(tmp_path / "out"), "--run-id", "b", cache=cache,
+              cwd=repo)
+    assert p.returncode == 0, p.stderr[-2000:]
+    second = json.loads((tmp_path / "out/direct_tiny/b/manifest.json").read_text())
+    for label in ("values[direct,none]", "values[direct,history:3]"):
+        assert not second["stages"][label]["cached"]
+        assert second["llm"][label]["llm_calls"] == 0
+        assert second["llm"][label]["cache_hits"] == second["llm"][label]["prompts"]
+    a = pd.read_parquet(tmp_path / "out/direct_tiny/a/cells.parquet")
+    b = pd.read_parquet(tmp_path / "out/direct_tiny/b/cells.parquet")
+    pd.testing.assert_frame_equal(a, b)
+    assert set(a.context) == {"none", "history:3"}

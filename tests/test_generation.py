@@ -1,0 +1,72 @@
+"""LLM-written requests (validation, retries, template fallback) and the judge stage."""
+
+import numpy as np
+import pandas as pd
+
+from ctrlrec.llm.backends import render
+from ctrlrec.llm.cache import CachedLLM, LLMCache
+from ctrlrec.requests import (REQUEST_GENRES, detect_genres, llm_genre_requests, llm_open_requests,
+                              parse_statement)
+
+
+def test_genre_detection_and_statement_parsing():
+    assert detect_genres("I'd love a good sci-fi movie tonight") == ["Sci-Fi"]
+    assert detect_genres("A science fiction film, please") == ["Sci-Fi"]
+    assert detect_genres("Something for the whole family") == ["Children"]
+    assert detect_genres("a romantic comedy") == ["Comedy", "Romance"]
+    assert detect_genres("just a movie") == []
+    assert parse_statement("ok <statement>I want a slow, moody film. Thanks!</statement>") == \
+        "I want a slow, moody film."
+    assert parse_statement("no tags here") is None
+
+
+def _llm(backend, tmp_path):
+    return CachedLLM(lambda: backend, backend.identity, LLMCache(tmp_path / "c.sqlite"))
+
+
+def test_garbage_answers_fall_back_to_templates_and_say_so(tiny_backend, split, movielens, tmp_path):
+    users = split.user_ids[:3]
+    llm = _llm(tiny_backend, tmp_path)
+    df = llm_genre_requests(llm, lambda c: render(tiny_backend.tokenizer, c), split,
+                            movielens.items, users, tries=2)
+    # a random-weight model writes no valid request: every user gets the template, recorded
+    assert (df.source == "template").all() and (df.attempts == 2).all()
+    assert set(df.genre) <= set(REQUEST_GENRES)
+    assert llm.calls == 6  # 3 users × 2 tries, nothing more
+
+
+def test_the_packaged_model_writes_valid_requests(qwen, split, movielens, tmp_path):
+    users = split.user_ids[:3]
+    llm = _llm(qwen, tmp_path)
+    draw = lambda c: render(qwen.tokenizer, c)  # noqa: E731
+    genre = llm_genre_requests(llm, draw, split, movielens.items, users)
+    assert (genre.source == "llm").sum() >= 2
+    for text, g in zip(genre.text, genre.genre):
+        assert detect_genres(text) == [g] or g in REQUEST_GENRES
+    calls = llm.calls
+    again = llm_genre_requests(llm, draw, split, movielens.items, users)
+    assert again.equals(genre) and llm.calls == calls  # cached: no new calls
+    open_ = llm_open_requests(llm, draw, split, movielens.items, users)
+    assert (open_.source == "llm").sum() >= 2 and open_.text.str.len().gt(10).all()
+    assert open_["style"].nunique() == 3
+
+
+def test_judge_grades_each_distinct_feed_once(tiny_model_dir, tmp_path, monkeypatch, movielens):
+    from bench.stages import judge_stage
+
+    monkeypatch.setenv("CTRLREC_LLM_CACHE", str(tmp_path / "j.sqlite"))
+    items = movielens.items.assign(text=movielens.items.title)
+    req = {"requests": pd.DataFrame({"user_id": [1, 2], "text": ["a comedy", "a horror film"]})}
+    same = np.array([[[1, 2], [3, 4]], [[1, 2], [3, 4]]])   # two w values, identical feeds
+    other = np.array([[[1, 2], [5, 6]], [[7, 8], [5, 6]]])
+    llm = {"backend": "hf", "model": str(tiny_model_dir), "dtype": "float32", "batch_size": 4,
+           "threads": 1, "prefix_reuse": True}
+    cfg = {"llm": llm, "ks": [2], "ws": None, "mass_threshold": 0.0, "sweep_ws": [0.0, 1.0],
+           "sweeps": [["a", "none", "rank", 0, 2], ["b", "none", "rank", 0, 2]]}
+    out = judge_stage(cfg, {"items": items}, req, {"recs": same}, {"recs": other})
+    # distinct (user, feed): user 1: [1,2], [7,8]; user 2: [3,4], [5,6]
+    assert out["stats"]["feeds_judged"] == 4 and out["stats"]["llm_calls"] == 4
+    df = out["per_user"]
+    assert len(df) == 8 and df.judge.between(0, 1).all()
+    a = df[df.method == "a"]
+    assert a.groupby("user_id").judge.nunique().eq(1).all()  # same feed, same grade

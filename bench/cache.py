@@ -19,6 +19,8 @@ from .suite import stable_hash
 
 
 def stage_key(stage: str, version: int, config: dict, inputs: list[str] = ()) -> str:
+    """`config["_runtime"]` (settings that cannot change the output) stays out of the key."""
+    config = {k: v for k, v in config.items() if k != "_runtime"}
     return stable_hash({"stage": stage, "version": version, "config": config,
                         "inputs": list(inputs)})[:20]
 

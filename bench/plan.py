@@ -31,7 +31,9 @@ def values_label(method: str, context: str) -> str:
 def build_plan(suite: Suite, n_users: int) -> list[Step]:
     """Steps in dependency order. `n_users` is the number of evaluated users (for sweep chunks)."""
     steps = [
-        Step("dataset", "dataset", "bench.stages:dataset_stage", suite.data.model_dump(mode="json")),
+        Step("dataset", "dataset", "bench.stages:dataset_stage", _data_config(suite),
+             **(_llm_resources(suite.data.items.llm) if suite.data.items.text == "summary"
+                else {})),
         Step("engagement", "engagement", "bench.stages:engagement_stage",
              {**suite.engagement.model_dump(mode="json"), "seed": suite.seed}, ["dataset"]),
         Step("requests", "requests", "bench.stages:requests_stage", _requests_config(suite),
@@ -57,6 +59,8 @@ def build_plan(suite: Suite, n_users: int) -> list[Step]:
     add(Step("pool", "pool", "bench.stages:pool_stage", pool, pool_deps))
     for m in suite.methods:
         cfg = {k: v for k, v in m.model_dump(mode="json").items() if k in METHOD_KEYS[m.name]}
+        if "llm" in cfg:
+            cfg.update(llm=llm_key(m.llm), _runtime={"llm": llm_runtime(m.llm)})
         for ctx in suite.contexts:
             label = values_label(m.name, ctx)
             if m.name == "untrained":
@@ -77,7 +81,8 @@ def build_plan(suite: Suite, n_users: int) -> list[Step]:
         sweeps = [s for s in steps if s.stage == "sweep"]
         j = suite.judge
         add(Step("judge", "judge", "bench.stages:judge_stage",
-                 {"llm": j.llm.model_dump(mode="json"), "ks": j.k, "ws": j.ws,
+                 {"llm": llm_key(j.llm), "_runtime": {"llm": llm_runtime(j.llm)},
+                  "ks": j.k, "ws": j.ws,
                   "mass_threshold": j.mass_threshold, "sweep_ws": suite.ws(),
                   "sweeps": [s.config["cell"] for s in sweeps]},
                  ["dataset", "requests", *[s.label for s in sweeps]], **_llm_resources(j.llm)))
@@ -88,8 +93,35 @@ def build_plan(suite: Suite, n_users: int) -> list[Step]:
     return steps
 
 
+def _data_config(suite: Suite) -> dict:
+    cfg = suite.data.model_dump(mode="json")
+    if suite.data.items.text == "basic":  # keep the key free of settings it ignores
+        cfg["items"] = {"text": "basic"}
+    else:
+        cfg["items"]["llm"] = llm_key(suite.data.items.llm)
+        cfg["_runtime"] = {"llm": llm_runtime(suite.data.items.llm)}
+    return cfg
+
+
 def _llm_resources(llm) -> dict:
     return {"cpus": llm.threads, "gpus": llm.num_gpus}
+
+
+def llm_key(llm) -> dict:
+    """The LLM settings that can change answers (they enter cache keys); the rest is runtime."""
+    d = {k: getattr(llm, k) for k in ("backend", "model", "dtype", "batch_size", "threads",
+                                      "prefix_reuse")}
+    if llm.tokenizer:
+        d["tokenizer"] = llm.tokenizer
+    if llm.backend == "openai":
+        d["base_url"] = llm.base_url
+    if llm.backend == "vllm":
+        d["tensor_parallel_size"] = llm.tensor_parallel_size
+    return d
+
+
+def llm_runtime(llm) -> dict:
+    return {"api_key_env": llm.api_key_env, "gpu_memory_utilization": llm.gpu_memory_utilization}
 
 
 def _requests_config(suite: Suite) -> dict:
@@ -97,6 +129,9 @@ def _requests_config(suite: Suite) -> dict:
     if suite.requests.generator == "template":  # keep the key free of settings it ignores
         cfg.pop("llm")
         cfg.pop("history_from")
+    else:
+        cfg["llm"] = llm_key(suite.requests.llm)
+        cfg["_runtime"] = {"llm": llm_runtime(suite.requests.llm)}
     return cfg
 
 

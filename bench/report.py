@@ -99,7 +99,29 @@ def summary_markdown(suite, cells: pd.DataFrame, engagement: dict, manifest: dic
                    *[m for m in METRICS if m in wide]]],
                   headers="keys", tablefmt="github", floatfmt=fmt, showindex=False), "",
               "All cells: `cells.parquet` (mean, standard error and user count per metric).", ""]
+    lines += llm_section(manifest)
     return "\n".join(lines)
+
+
+def llm_section(manifest: dict) -> list[str]:
+    """LLM work of the run: prompts, calls made, cache hits, mass-check failures, warnings."""
+    stats = manifest.get("llm") or {}
+    if not stats:
+        return []
+    rows = [[label, s.get("prompts"), s.get("llm_calls"), s.get("cache_hits"),
+             s.get("low_mass", "–"),
+             f"{s['low_mass_rate']:.2%}" if "low_mass_rate" in s else "–",
+             s.get("fallbacks", "–"), (s.get("backend") or {}).get("model")]
+            for label, s in stats.items()]
+    out = ["## LLM work", "",
+           tabulate(rows, ["stage", "prompts", "LLM calls", "cache hits", "mass < threshold",
+                           "rate", "template fallbacks", "model"], tablefmt="github"), "",
+           "Direct scoring: an item whose digit mass is below the threshold gets the lowest "
+           "rating (1). Judge: such grades are left out of the averages.", ""]
+    if manifest.get("judge_is_scorer"):
+        out += ["**Warning:** the judge is the same model as the direct scorer (the paper used "
+                "different models); judge scores may favour the direct method.", ""]
+    return out
 
 
 def plot_curves(cells: pd.DataFrame, path: Path) -> None:

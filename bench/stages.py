@@ -29,7 +29,15 @@ def split_of(ds: dict) -> Split:
 def dataset_stage(cfg: dict) -> dict:
     ml = load_movielens(cfg["path"])
     split = chronological_split(ml.ratings, cfg["split"]["train_fraction"])
-    items = ml.items.assign(text=item_texts(ml.items))
+    texts = item_texts(ml.items)
+    if cfg["items"]["text"] == "summary":  # each item's profile is cached in the LLM cache
+        from ctrlrec.data import summarised_texts
+        from ctrlrec.llm.backends import render
+
+        cached, tokenizer = open_llm(cfg["items"]["llm"], cfg["_runtime"]["llm"])
+        texts = summarised_texts(cached, lambda c: render(tokenizer, c), texts,
+                                 cfg["items"]["summary_tokens"])
+    items = ml.items.assign(text=texts)
     return {"train": split.train, "test": split.test, "items": items,
             "split": {"user_ids": split.user_ids.tolist(), "item_ids": split.item_ids.tolist(),
                       "meta": split.meta, "source": ml.source}}
@@ -94,7 +102,7 @@ def requests_stage(cfg: dict, ds: dict) -> dict:
         return {"requests": df.assign(source="template", attempts=1)}
     from ctrlrec.llm.backends import render
 
-    cached, tokenizer = open_llm(cfg["llm"])
+    cached, tokenizer = open_llm(cfg["llm"], cfg["_runtime"]["llm"])
     write = R.llm_genre_requests if cfg["kind"] == "genre" else R.llm_open_requests
     df = write(cached, lambda chat: render(tokenizer, chat), split, ds["items"], users,
                seed=cfg["seed"], part=cfg["history_from"])
@@ -146,9 +154,10 @@ def history_lines(split: Split, items: pd.DataFrame, n: int) -> dict[int, list[s
     return out
 
 
-def open_llm(llm: dict):
+def open_llm(llm: dict, runtime: dict | None = None):
     """(CachedLLM, tokenizer) for an llm config: the tokenizer renders prompts at once, while the
-    model itself loads only if some answer is not in the cache yet."""
+    model itself loads only if some answer is not in the cache yet. `runtime` holds settings that
+    do not change answers (memory share, key variable)."""
     from transformers import AutoTokenizer
 
     from ctrlrec.llm import backends
@@ -162,8 +171,8 @@ def open_llm(llm: dict):
                 "revision": backends.model_revision(path), "prompts": PROMPTS_VERSION}
     if llm["backend"] == "openai":
         identity["base_url"] = llm["base_url"]
-    options = {k: v for k, v in llm.items() if k not in ("backend", "model", "num_gpus",
-                                                         "tokenizer")}
+    options = {k: v for k, v in {**llm, **(runtime or {})}.items()
+               if k not in ("backend", "model", "tokenizer")}
     cached = CachedLLM(lambda: backends.load_backend(llm["backend"], llm["model"], **options),
                        identity, LLMCache(llm_cache_path()))
     return cached, AutoTokenizer.from_pretrained(path)
@@ -184,7 +193,7 @@ def direct_values_stage(cfg: dict, ds: dict, req: dict, pool: dict) -> dict:
     from ctrlrec.llm.prompts import rating_chat
     from ctrlrec.progress import progress
 
-    cached, tokenizer = open_llm(cfg["llm"])
+    cached, tokenizer = open_llm(cfg["llm"], cfg.get("_runtime", {}).get("llm"))
     split = split_of(ds)
     requests = req["requests"]
     ctx = cfg["context"]
@@ -255,7 +264,7 @@ def judge_stage(cfg: dict, ds: dict, req: dict, *sweeps: dict) -> dict:
     from ctrlrec.llm.prompts import judge_chat, judge_listing
     from ctrlrec.progress import progress
 
-    cached, tokenizer = open_llm(cfg["llm"])
+    cached, tokenizer = open_llm(cfg["llm"], cfg.get("_runtime", {}).get("llm"))
     requests = req["requests"].reset_index(drop=True)
     texts = ds["items"].set_index("item_id").text
     templates = [backends.render(tokenizer, judge_chat(t)) for t in requests.text]

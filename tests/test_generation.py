@@ -70,3 +70,15 @@ def test_judge_grades_each_distinct_feed_once(tiny_model_dir, tmp_path, monkeypa
     assert len(df) == 8 and df.judge.between(0, 1).all()
     a = df[df.method == "a"]
     assert a.groupby("user_id").judge.nunique().eq(1).all()  # same feed, same grade
+
+
+def test_item_summaries_keep_the_basic_text_first_and_are_cached(tiny_backend, tmp_path):
+    from ctrlrec.data import summarised_texts
+
+    llm = _llm(tiny_backend, tmp_path)
+    basic = ["Toy Story (1995). Genres: Animation.", "Heat (1995). Genres: Crime."]
+    draw = lambda c: render(tiny_backend.tokenizer, c)  # noqa: E731
+    out = summarised_texts(llm, draw, basic, max_new_tokens=4)
+    assert [o.startswith(b) for o, b in zip(out, basic)] == [True, True]
+    assert all(len(o) > len(b) for o, b in zip(out, basic))
+    assert summarised_texts(llm, draw, basic, max_new_tokens=4) == out and llm.calls == 2

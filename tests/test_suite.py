@@ -26,6 +26,9 @@ def error_of(tmp_path, body, overrides=()):
 
 
 def test_shipped_suites_are_valid():
+    import glob
+    for path in glob.glob("suites/**/*.yaml", recursive=True):
+        load_suite(path)
     genre = load_suite("suites/genre.yaml")
     assert genre.users == "all" and len(genre.ws()) == 21 and genre.k == [5, 10]
     assert genre.ws()[0] == 0.0 and genre.ws()[-1] == 1.0 and 0.05 in genre.ws()
@@ -80,3 +83,14 @@ def test_config_hash_ignores_description_only(tmp_path):
     b = load_suite(write(tmp_path, BASE + "description: other words\n"))
     c = load_suite(write(tmp_path, BASE + "seed: 1\n"))
     assert a.config_hash() == b.config_hash() != c.config_hash()
+
+
+def test_backend_and_request_rules(tmp_path):
+    msg = error_of(tmp_path, BASE + "requests: {kind: open_ended, generator: template}\n")
+    assert "generator: llm" in msg
+    msg = error_of(tmp_path, "name: t\nmethods: [{name: direct, llm: {backend: openai}}]\n")
+    assert "base_url" in msg and "methods[0].llm" in msg
+    msg = error_of(tmp_path, "name: t\nmethods: [{name: direct, llm: {backend: tgi}}]\n")
+    assert "'hf'" in msg and "'vllm'" in msg and "'openai'" in msg
+    msg = error_of(tmp_path, BASE + "judge: {k: [20]}\n")
+    assert "judge.k" in msg

@@ -119,12 +119,30 @@ class HFBackend:
 
         if threads:
             torch.set_num_threads(threads)
-        self.torch = torch
         path = resolve_llm(model)
-        self.device = device or ("cuda" if torch.cuda.is_available() else "cpu")
-        self.tokenizer = AutoTokenizer.from_pretrained(path)
-        self.model = AutoModelForCausalLM.from_pretrained(path, dtype=getattr(torch, dtype))
-        self.model.to(self.device).eval()
+        device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+        loaded = AutoModelForCausalLM.from_pretrained(path, dtype=getattr(torch, dtype))
+        self._setup(loaded.to(device).eval(), AutoTokenizer.from_pretrained(path), device,
+                    batch_size, prefix_reuse,
+                    {"backend": self.name, "model": model, "revision": model_revision(path),
+                     "dtype": dtype})
+
+    @classmethod
+    def from_objects(cls, model, tokenizer, name: str, batch_size: int = 32,
+                     prefix_reuse: bool = True) -> "HFBackend":
+        """Wrap an already-built transformers model (e.g. random weights for throughput runs)."""
+        self = cls.__new__(cls)
+        device = str(next(model.parameters()).device)
+        self._setup(model.eval(), tokenizer, device, batch_size, prefix_reuse,
+                    {"backend": cls.name, "model": name, "revision": "in-memory",
+                     "dtype": str(next(model.parameters()).dtype).removeprefix("torch.")})
+        return self
+
+    def _setup(self, model, tokenizer, device, batch_size, prefix_reuse, identity):
+        import torch
+
+        self.torch = torch
+        self.model, self.tokenizer, self.device = model, tokenizer, device
         self.batch_size = batch_size
         self.prefix_reuse = prefix_reuse
         self.digit_ids = digit_token_ids(self.tokenizer)
@@ -132,8 +150,7 @@ class HFBackend:
         import inspect
         params = inspect.signature(self.model.base_model.forward).parameters
         self._cache_kw = "cache" if "cache" in params else "past_key_values"
-        self.identity = {"backend": self.name, "model": model, "revision": model_revision(path),
-                         "dtype": dtype}
+        self.identity = identity
         self.settings = {**self.identity, "device": self.device, "batch_size": batch_size,
                          "prefix_reuse": prefix_reuse, "threads": torch.get_num_threads()}
 

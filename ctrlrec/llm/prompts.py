@@ -89,3 +89,16 @@ def genre_request_chat(history: list[str], genres: list[str]) -> Chat:
 
 def open_request_chat(history: list[str], style: str, earlier: list[str]) -> Chat:
     return Chat(OPEN_REQUEST_SYSTEM.format(style=style), _request_user(history, earlier))
+
+
+SUMMARY_SYSTEM = (
+    "You write short movie profiles for a recommender system. In plain prose of at most 120 "
+    "words cover: the director and main cast; what happens, spoilers included; themes and tone; "
+    "how it is made (look, music, pacing); how critics received it; who would enjoy it; and any "
+    "content warnings. If you do not know the film, say so and describe what its title, year and "
+    "genres suggest."
+)
+
+
+def summary_chat(basic_text: str) -> Chat:
+    return Chat(SUMMARY_SYSTEM, f"Movie: {basic_text}")

@@ -1,0 +1,102 @@
+"""Direct-scoring throughput of the hf backend for a model architecture with random weights.
+
+Throughput does not depend on the weights, so this measures the paper's model sizes where the
+weights cannot be downloaded (label such numbers as random-weight). Prompts are the project's real
+rating prompts over MovieLens item texts. Prints and writes one JSON object.
+
+    python scripts/rate_throughput.py --arch llama-3.1-8b --tokenizer DIR --items FILE --out F
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+ARCHS = {  # transformers LlamaConfig / Qwen2Config fields of the real models
+    "llama-3.1-8b": ("llama", dict(hidden_size=4096, intermediate_size=14336, num_hidden_layers=32,
+                                   num_attention_heads=32, num_key_value_heads=8,
+                                   rope_theta=500000.0, max_position_embeddings=8192)),
+    "qwen2.5-1.5b": ("qwen2", dict(hidden_size=1536, intermediate_size=8960, num_hidden_layers=28,
+                                   num_attention_heads=12, num_key_value_heads=2,
+                                   max_position_embeddings=8192, tie_word_embeddings=True)),
+    "tiny": ("qwen2", dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                           num_attention_heads=4, num_key_value_heads=2,
+                           max_position_embeddings=2048)),
+}
+REQUESTS = ["I'm in the mood for a horror movie tonight.",
+            "Could you find me a good crime film to watch next?",
+            "I want a funny movie to watch with my kids.",
+            "Something slow, beautiful and a little sad, please."]
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--arch", choices=ARCHS, default="llama-3.1-8b")
+    ap.add_argument("--tokenizer", required=True)
+    ap.add_argument("--items", required=True, help="one item text per line")
+    ap.add_argument("--per-request", type=int, default=512)
+    ap.add_argument("--batch", type=int, nargs="+", default=[64, 256])
+    ap.add_argument("--dtype", default="bfloat16", choices=["bfloat16", "float32"])
+    ap.add_argument("--out", default=None)
+    args = ap.parse_args()
+
+    import torch
+    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM, Qwen2Config, \
+        Qwen2ForCausalLM
+
+    from ctrlrec.llm.backends import HFBackend, fill
+    from ctrlrec.llm.prompts import rating_chat
+
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    tok = AutoTokenizer.from_pretrained(args.tokenizer)
+    family, fields = ARCHS[args.arch]
+    cfg_cls, model_cls = ((LlamaConfig, LlamaForCausalLM) if family == "llama"
+                          else (Qwen2Config, Qwen2ForCausalLM))
+    torch.manual_seed(0)
+    torch.set_default_dtype(getattr(torch, args.dtype))
+    with torch.device(device):
+        model = model_cls(cfg_cls(vocab_size=len(tok), **fields))
+    torch.set_default_dtype(torch.float32)
+    items = [x.strip() for x in open(args.items) if x.strip()][:args.per_request]
+    be = HFBackend.from_objects(model, tok, f"{args.arch} (random weights)")
+    prompts = [fill(be.render(rating_chat(r)), x) for r in REQUESTS for x in items]
+    n_pre = sum(len(be._ids(p.prefix)) for p in prompts[::len(items)]) / len(REQUESTS)
+    n_suf = sum(len(be._ids(p.suffix)) for p in prompts) / len(prompts)
+    result = {"arch": args.arch, "weights": "random", "dtype": args.dtype, "device": device,
+              "gpu": torch.cuda.get_device_name() if device == "cuda" else None,
+              "torch": torch.__version__, "params_b": sum(p.numel() for p in model.parameters()) / 1e9,
+              "prompts": len(prompts), "prefix_tokens": n_pre, "suffix_tokens": n_suf, "runs": []}
+    be.rate(prompts[:8])  # warm-up
+    reference = None
+    for reuse in (True, False):
+        for bs in args.batch:
+            be.prefix_reuse, be.batch_size = reuse, bs
+            if device == "cuda":
+                torch.cuda.synchronize()
+            t0 = time.perf_counter()
+            ratings = be.rate(prompts)
+            if device == "cuda":
+                torch.cuda.synchronize()
+            dt = time.perf_counter() - t0
+            exp = [r.expected for r in ratings]
+            reference = reference or exp
+            result["runs"].append({"prefix_reuse": reuse, "batch": bs, "seconds": round(dt, 3),
+                                   "prompts_per_s": round(len(prompts) / dt, 1),
+                                   "max_abs_diff_vs_first": max(abs(a - b) for a, b in
+                                                                zip(exp, reference))})
+            print(json.dumps(result["runs"][-1]), flush=True)
+    if device == "cuda":
+        result["peak_gpu_gib"] = round(torch.cuda.max_memory_allocated() / 2**30, 1)
+    print(json.dumps(result, indent=1))
+    if args.out:
+        with open(args.out, "w") as f:
+            json.dump(result, f, indent=1)
+
+
+if __name__ == "__main__":
+    main()

@@ -47,6 +47,8 @@ class StageCache:
                 out[f.stem] = pd.read_parquet(f)
             elif f.suffix == ".json":
                 out[f.stem] = json.loads(f.read_text())
+            elif f.suffix == ".bin":
+                out[f.stem] = f.read_bytes()
         return out
 
     def meta(self, stage: str, key: str) -> dict:
@@ -62,8 +64,8 @@ class StageCache:
                     np.save(tmp / f"{name}.npy", value)
                 elif isinstance(value, pd.DataFrame):
                     value.to_parquet(tmp / f"{name}.parquet", index=False)
-                elif isinstance(value, bytes):  # a pickled model: kept on disk, not loaded back
-                    (tmp / f"{name}.pkl").write_bytes(value)
+                elif isinstance(value, bytes):  # model weights; never unpickled by the cache
+                    (tmp / f"{name}.bin").write_bytes(value)
                 else:
                     (tmp / f"{name}.json").write_text(json.dumps(value, indent=1, default=str))
             (tmp / "_meta.json").write_text(json.dumps(meta, indent=1, default=str))

@@ -127,8 +127,8 @@ def cmd_run(args) -> int:
     run_dir = Path(args.out) / suite.name / run_id
     ray_info = start_ray(args.address, args.workers)
     workers = args.workers or max(1, int(ray_info.get("cluster_cpus") or os.cpu_count()))
-    wanted = [s.label for s in plan if s.stage in ("sweep", "judge")
-              or s.label.startswith("values[direct")]
+    wanted = [s.label for s in plan if s.stage in ("sweep", "judge", "student")
+              or s.label.startswith(("values[direct", "values[distilled"))]
     try:
         result = run_plan(plan, cache, workers,
                           want={"dataset", "engagement", "requests", "pool", *wanted})
@@ -195,10 +195,16 @@ def _write_outputs(run_dir, suite, plan, result, ray_info, workers, args, cache,
         "llm": {label: out["stats"] for label, out in result.outputs.items()
                 if "stats" in out},
         "judge_is_scorer": _judge_is_scorer(suite),
+        "distillation": result.outputs["student"]["summary"] if "student" in result.outputs
+        else None,
         "stages": {s.label: {"key": s.key, **result.timings.get(s.label, {})} for s in plan},
         "sweep_compute_seconds": round(sweep_seconds, 3),
         "wall_seconds": round(elapsed, 2),
     }
+    if "student" in result.outputs:
+        result.outputs["student"]["check"].to_parquet(run_dir / "distill_check.parquet",
+                                                      index=False)
+        report.plot_distillation(result.outputs["student"]["check"], run_dir / "distill.png")
     (run_dir / "summary.md").write_text(report.summary_markdown(suite, cells, engagement, manifest))
     report.plot_curves(cells, run_dir / "curves.png")
     report.write_json(run_dir / "manifest.json", manifest)

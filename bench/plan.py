@@ -65,6 +65,9 @@ def build_plan(suite: Suite, n_users: int) -> list[Step]:
             label = values_label(m.name, ctx)
             if m.name == "untrained":
                 add(Step(label, "values", METHODS[m.name], cfg, [embeddings(m.model), "requests"]))
+            elif m.name == "distilled":
+                add(Step(label, "values", METHODS[m.name], cfg,
+                         [_distill_steps(m, add, embeddings), "requests"], cpus=2))
             else:
                 add(Step(label, "values", METHODS[m.name], {**cfg, "context": ctx},
                          ["dataset", "requests", "pool"], **_llm_resources(m.llm)))
@@ -91,6 +94,24 @@ def build_plan(suite: Suite, n_users: int) -> list[Step]:
         s.key = stage_key(s.stage, VERSIONS[s.stage], s.config, [keys[d] for d in s.deps])
         keys[s.label] = s.key
     return steps
+
+
+def _distill_steps(m, add, embeddings) -> str:
+    """Training requests -> teacher labels -> student; returns the student's label."""
+    d, seed = m.distill, 0
+    teacher = {"llm": llm_key(d.teacher), "_runtime": {"llm": llm_runtime(d.teacher)}}
+    add(Step("train_requests", "train_requests", "bench.stages:train_requests_stage",
+             {**teacher, "batches": d.batches, "per_batch": d.per_batch, "parallel": d.parallel,
+              "seed": seed}, [], **_llm_resources(d.teacher)))
+    add(Step("teacher_labels", "teacher_labels", "bench.stages:teacher_labels_stage",
+             {**teacher, "model": m.model, "items_per_request": d.items_per_request,
+              "mass_threshold": d.mass_threshold, "seed": seed},
+             ["dataset", "train_requests", embeddings(m.model)], **_llm_resources(d.teacher)))
+    add(Step("student", "student", "bench.stages:student_stage",
+             {"model": m.model, "mass_threshold": d.mass_threshold, "val_fraction": d.val_fraction,
+              "epochs": d.epochs, "lr": d.lr, "rank_loss": d.rank_loss, "seed": seed},
+             ["dataset", "teacher_labels"], cpus=d.threads))
+    return "student"
 
 
 def _data_config(suite: Suite) -> dict:

@@ -100,7 +100,46 @@ def summary_markdown(suite, cells: pd.DataFrame, engagement: dict, manifest: dic
                   headers="keys", tablefmt="github", floatfmt=fmt, showindex=False), "",
               "All cells: `cells.parquet` (mean, standard error and user count per metric).", ""]
     lines += llm_section(manifest)
+    lines += distillation_section(manifest.get("distillation"))
     return "\n".join(lines)
+
+
+def distillation_section(d: dict | None) -> list[str]:
+    if not d:
+        return []
+    rows = [["all held-out pairs (student)", d["overall"]["pearson"], d["overall"]["spearman"],
+             d["overall"]["n"]],
+            ["all held-out pairs (untrained, before)", d["untrained_overall"]["pearson"],
+             d["untrained_overall"]["spearman"], d["untrained_overall"]["n"]]]
+    rows += [[f"kind: {k}", v["pearson"], v["spearman"], v["n"]] for k, v in d["per_kind"].items()]
+    return ["## Distillation check (held-out requests)", "",
+            f"{d['train_requests']} training requests ({d['train_pairs']} pairs), "
+            f"{d['val_requests']} held out ({d['val_pairs']} pairs); loss per epoch: "
+            + ", ".join(f"{h['loss']:.4f}" for h in d["history"]) + ".", "",
+            tabulate(rows, ["pairs", "Pearson", "Spearman", "n"], tablefmt="github",
+                     floatfmt=".3f"), "", "Scatter: `distill.png`; pairs: `distill_check.parquet`.",
+            ""]
+
+
+def plot_distillation(check: pd.DataFrame, path: Path) -> None:
+    """Normalised student score against normalised teacher rating on held-out pairs."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    s = check.student.to_numpy()
+    norm = (s - s.min()) / max(np.ptp(s), 1e-12)
+    fig, ax = plt.subplots(figsize=(5, 5))
+    for kind, g in check.assign(norm=norm).groupby("kind"):
+        ax.scatter(g.label, g.norm, s=6, alpha=0.4, label=kind)
+    ax.plot([0, 1], [0, 1], color="grey", lw=0.8)
+    ax.set_xlabel("teacher (direct LLM), normalised")
+    ax.set_ylabel("student f(r)·g(i), normalised")
+    ax.legend(fontsize=7, markerscale=2)
+    ax.set_title("Distillation on held-out requests")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
 
 
 def llm_section(manifest: dict) -> list[str]:

@@ -115,11 +115,28 @@ class PoolCfg(Strict):
     model: str = "all-MiniLM-L6-v2"
 
 
+class DistillCfg(Strict):
+    """The distilled method: LLM-written training requests, teacher labels, two-tower training."""
+
+    teacher: LLMCfg = LLMCfg()        # writes the training requests and labels the pairs
+    batches: Annotated[int, Field(ge=1)] = 8        # answers of `per_batch` JSONL requests each
+    per_batch: Annotated[int, Field(ge=1, le=50)] = 20
+    parallel: Annotated[int, Field(ge=1)] = 4       # answers written at once per round
+    items_per_request: Annotated[int, Field(ge=2)] = 40  # half top-untrained, half uniform
+    mass_threshold: Annotated[float, Field(ge=0, le=1)] = 0.9
+    val_fraction: Annotated[float, Field(gt=0, lt=1)] = 0.2
+    epochs: Annotated[int, Field(ge=1)] = 2
+    lr: Annotated[float, Field(gt=0)] = 3e-5
+    rank_loss: Annotated[float, Field(ge=0)] = 0.0
+    threads: Annotated[int, Field(ge=1)] = 2        # CPU threads of the training task
+
+
 class MethodCfg(Strict):
     name: str
     model: str = "all-MiniLM-L6-v2"  # embedding model: packaged alias, local folder or hub id
     llm: LLMCfg = LLMCfg()           # the scorer of the direct method
     mass_threshold: Annotated[float, Field(ge=0, le=1)] = 0.9
+    distill: DistillCfg = DistillCfg()  # the distilled method
 
     @field_validator("name")
     @classmethod

@@ -36,7 +36,7 @@ def test_cache_roundtrip_and_keys(tmp_path):
     back = cache.load("s", k1)
     np.testing.assert_array_equal(back["arr"], arts["arr"])
     assert back["df"].equals(arts["df"]) and back["info"] == {"n": 3}
-    assert "model" not in back and (cache.folder("s", k1) / "model.pkl").read_bytes() == b"\x00bytes"
+    assert back["model"] == b"\x00bytes"
     assert not [p for p in (tmp_path / "s").iterdir() if p.name.startswith(".")]
 
 

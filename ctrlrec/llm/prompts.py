@@ -102,3 +102,28 @@ SUMMARY_SYSTEM = (
 
 def summary_chat(basic_text: str) -> Chat:
     return Chat(SUMMARY_SYSTEM, f"Movie: {basic_text}")
+
+
+TRAIN_REQUESTS_SYSTEM = (
+    "You help build training data for a movie recommender that takes requests in plain language. "
+    "Write {n} new requests that different viewers might type. Vary them: some name one genre, "
+    "some mix several, some describe a mood, theme, era, style or audience, and some say what to "
+    "avoid. Write one JSON object per line, like {{\"request\": \"...\"}}, and nothing else."
+)
+
+
+TRAIN_REQUEST_FOCUS = (
+    "a single genre", "a mix of two or three genres", "a mood or feeling",
+    "a theme or subject", "a decade or era", "a visual or musical style",
+    "who they are watching with", "what they want to avoid", "a favourite kind of story",
+    "the acting or characters",
+)
+
+
+def train_requests_chat(earlier: list[str], n: int = 20, batch: int = 0) -> Chat:
+    """Batch b leans on one focus (so parallel batches differ and are cached separately)."""
+    shown = "\n".join(f"- {x}" for x in earlier) if earlier else "(none yet)"
+    focus = TRAIN_REQUEST_FOCUS[batch % len(TRAIN_REQUEST_FOCUS)]
+    return Chat(TRAIN_REQUESTS_SYSTEM.format(n=n),
+                f"Requests written so far (do not repeat them):\n{shown}\n"
+                f"Write the next {n}; let most of them be about {focus}.")

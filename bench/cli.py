@@ -205,7 +205,16 @@ def _write_outputs(run_dir, suite, plan, result, ray_info, workers, args, cache,
         result.outputs["student"]["check"].to_parquet(run_dir / "distill_check.parquet",
                                                       index=False)
         report.plot_distillation(result.outputs["student"]["check"], run_dir / "distill.png")
-    (run_dir / "summary.md").write_text(report.summary_markdown(suite, cells, engagement, manifest))
+    from . import tables
+    sat = report.satisfaction_metric(cells)
+    sat_ks = sorted(cells[cells.metric == sat].k.unique())
+    t1 = pd.concat([tables.table1(per_user, sat, k) for k in sat_ks], ignore_index=True)
+    t1.to_csv(run_dir / "table1.csv", index=False)
+    pareto = pd.concat([tables.pareto_summary(cells, sat, k) for k in sat_ks], ignore_index=True)
+    for k in sat_ks:
+        tables.plot_pareto(cells, sat, k, run_dir / f"pareto_k{k}.png")
+    (run_dir / "summary.md").write_text(report.summary_markdown(suite, cells, engagement, manifest,
+                                                                t1, pareto))
     report.plot_curves(cells, run_dir / "curves.png")
     report.write_json(run_dir / "manifest.json", manifest)
 

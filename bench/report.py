@@ -59,25 +59,8 @@ def _wide(cells: pd.DataFrame) -> pd.DataFrame:
                              columns="metric", values="mean").reset_index()
 
 
-def best_w(cells: pd.DataFrame) -> pd.DataFrame:
-    """Per method/context/aggregation/k: the maximum satisfaction, its w (smallest on ties), and
-    the engagement metrics there."""
-    sat = satisfaction_metric(cells)
-    wide = _wide(cells).dropna(subset=[sat])
-    se = cells[cells.metric == sat].set_index(
-        ["method", "context", "aggregation", "k", "w_control"])["se"]
-    rows = []
-    for key, g in wide.groupby(["method", "context", "aggregation", "k"]):
-        top = g.sort_values([sat, "w_control"], ascending=[False, True]).iloc[0]
-        base = g.sort_values("w_control").iloc[0]
-        rows.append({"method": key[0], "context": key[1], "aggregation": key[2], "k": key[3],
-                     "max_satisfaction": top[sat], "se": se[(*key, top.w_control)],
-                     "w_control": top.w_control, "satisfaction_at_w0": base[sat],
-                     "precision": top.precision, "recall": top.recall, "ndcg": top.ndcg})
-    return pd.DataFrame(rows)
-
-
-def summary_markdown(suite, cells: pd.DataFrame, engagement: dict, manifest: dict) -> str:
+def summary_markdown(suite, cells: pd.DataFrame, engagement: dict, manifest: dict,
+                     table1: pd.DataFrame, pareto: pd.DataFrame) -> str:
     fmt = ".3f"
     lines = [f"# {suite.name}: {suite.description}".rstrip(": "), "",
              f"Config hash `{manifest['config_hash'][:12]}`, {manifest['n_users']} users, "
@@ -88,9 +71,14 @@ def summary_markdown(suite, cells: pd.DataFrame, engagement: dict, manifest: dic
     header = ["model"] + list(next(iter(engagement.values())))
     lines += [tabulate(eng_rows, header, tablefmt="github"), ""]
     sat = satisfaction_metric(cells)
-    lines += [f"## Maximum request satisfaction ({sat.replace('_', ' ')}@k) per method", ""]
-    lines += [tabulate(best_w(cells), headers="keys", tablefmt="github", floatfmt=fmt,
-                       showindex=False), ""]
+    lines += [f"## Table 1: maximum request satisfaction ({sat.replace('_', ' ')}@k) per method",
+              "", "95% bootstrap intervals over users; `diff_ci` is the paired interval of the "
+              "difference to the untrained method, each at its own best w.", "",
+              tabulate(table1, headers="keys", tablefmt="github", floatfmt=fmt, showindex=False),
+              "", "## Pareto frontiers (area under the satisfaction-vs-engagement frontier, "
+              "engagement scaled by its best value in this run)", "",
+              tabulate(pareto, headers="keys", tablefmt="github", floatfmt=fmt, showindex=False),
+              "", "Plots: `curves.png` (against w), `pareto_k*.png` (frontiers).", ""]
     wide = _wide(cells)
     pick = [w for w in (0.0, 0.25, 0.5, 0.75, 0.9, 0.95, 1.0) if w in set(wide.w_control)]
     lines += ["## Satisfaction and engagement at selected w_control", "",

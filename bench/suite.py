@@ -321,11 +321,24 @@ def load_suite(path: str | Path, overrides: list[str] = ()) -> Suite:
     for text in overrides:
         keys, value = parse_override(text)
         node = raw
-        for k in keys[:-1]:
-            node = node.setdefault(k, {})
-            if not isinstance(node, dict):
+        for k in keys[:-1]:  # a number indexes a list: methods.1.llm.batch_size=8
+            if isinstance(node, list):
+                if not k.isdigit() or int(k) >= len(node):
+                    raise SuiteError(f"--set {text}: {k} is not an index below {len(node)}")
+                node = node[int(k)]
+            elif isinstance(node, dict):
+                node = node.setdefault(k, {})
+            else:
                 raise SuiteError(f"--set {text}: {k} is not a section")
-        node[keys[-1]] = value
+        last = keys[-1]
+        if isinstance(node, list):
+            if not last.isdigit() or int(last) >= len(node):
+                raise SuiteError(f"--set {text}: {last} is not an index below {len(node)}")
+            node[int(last)] = value
+        elif isinstance(node, dict):
+            node[last] = value
+        else:
+            raise SuiteError(f"--set {text}: {keys[-2]} is not a section")
         source = f"{path} (with --set)"
     try:
         return Suite.model_validate(raw)

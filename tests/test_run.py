@@ -38,7 +38,7 @@ def runs(tmp_path_factory):
 def test_outputs_exist_and_are_sane(runs):
     d = runs["two"]
     for f in ("cells.parquet", "recommendations.parquet", "summary.md", "manifest.json",
-              "curves.png", "requests.parquet"):
+              "curves.png", "requests.parquet", "table1.csv", "pareto_k5.png", "pareto_k10.png"):
         assert (d / f).stat().st_size > 0, f
     cells = pd.read_parquet(d / "cells.parquet")
     assert set(cells.metric) == {"genre_accuracy", "precision", "recall", "ndcg"}

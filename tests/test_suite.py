@@ -76,6 +76,10 @@ def test_overrides_take_precedence_and_are_validated(tmp_path):
     assert s.engagement.epochs == 7 and s.users == 12
     with pytest.raises(SuiteError, match="engagement.epochs"):
         load_suite(write(tmp_path, BASE), ["engagement.epochs=0"])
+    s = load_suite(write(tmp_path, BASE), ["methods.0.model=my-model"])
+    assert s.methods[0].model == "my-model"
+    with pytest.raises(SuiteError, match="not an index"):
+        load_suite(write(tmp_path, BASE), ["methods.3.model=x"])
 
 
 def test_config_hash_ignores_description_only(tmp_path):

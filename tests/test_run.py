@@ -133,3 +133,13 @@ k: [5]
     b = pd.read_parquet(tmp_path / "out/direct_tiny/b/cells.parquet")
     pd.testing.assert_frame_equal(a, b)
     assert set(a.context) == {"none", "history:3"}
+
+
+def test_leaderboard_lists_every_method_of_a_run(runs):
+    from bench.leaderboard import collect, write
+
+    root = runs["two"].parent.parent  # <out>/smoke/r -> <out>
+    df = collect(root)
+    assert set(df.method) == {"untrained"} and set(df.aggregation) == {"rank", "minmax"}
+    assert set(df.k) == {5, 10} and (df.users == 30).all()
+    assert "| smoke " in write(root) and (root / "leaderboard.md").exists()

@@ -1,0 +1,95 @@
+"""Everything a finished run writes into results/<suite>/<run-id>/."""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from . import report, tables
+from .plan import values_label
+
+
+def write_run(run_dir: Path, suite, plan, result, run_info: dict, elapsed: float) -> None:
+    per_user, recs = per_user_metrics(suite, plan, result)
+    cells = report.cells_table(per_user, suite.config_hash())
+    cells.to_parquet(run_dir / "cells.parquet", index=False)
+    cells.to_csv(run_dir / "cells.csv", index=False)
+    report.recommendations_table(recs, suite.ws(), suite.k).to_parquet(
+        run_dir / "recommendations.parquet", index=False)
+    result.outputs["requests"]["requests"].to_parquet(run_dir / "requests.parquet", index=False)
+    manifest = build_manifest(run_dir, suite, plan, result, per_user, run_info, elapsed)
+    student = result.outputs.get("student")
+    if student is not None:
+        student["check"].to_parquet(run_dir / "distill_check.parquet", index=False)
+        report.plot_distillation(student["check"], run_dir / "distill.png")
+    sat = report.satisfaction_metric(cells)
+    sat_ks = sorted(cells[cells.metric == sat].k.unique())
+    t1 = pd.concat([tables.table1(per_user, sat, k) for k in sat_ks], ignore_index=True)
+    t1.to_csv(run_dir / "table1.csv", index=False)
+    pareto = pd.concat([tables.pareto_summary(cells, sat, k) for k in sat_ks], ignore_index=True)
+    pareto.to_csv(run_dir / "pareto.csv", index=False)
+    for k in sat_ks:
+        tables.plot_pareto(cells, sat, k, run_dir / f"pareto_k{k}.png")
+    (run_dir / "summary.md").write_text(report.summary_markdown(
+        suite, cells, result.outputs["engagement"]["metrics"], manifest, t1, pareto))
+    report.plot_curves(cells, run_dir / "curves.png")
+    report.write_json(run_dir / "manifest.json", manifest)
+
+
+def per_user_metrics(suite, plan, result):
+    """Per-user metrics of every cell (judge grades merged in) and the top-k lists per cell."""
+    per_user, recs = [], []
+    uids = result.outputs["requests"]["requests"].user_id.to_numpy()
+    for m in suite.methods:
+        for ctx in suite.contexts:  # context-free methods: one sweep serves every context
+            for agg in suite.aggregation:
+                outs = [result.outputs[s.label] for s in plan if s.stage == "sweep"
+                        and s.config["aggregation"] == agg
+                        and s.deps[2] == values_label(m.name, ctx)]
+                labels = {"method": m.name, "context": ctx, "aggregation": agg}
+                per_user.append(pd.concat([o["per_user"] for o in outs],
+                                          ignore_index=True).assign(**labels))
+                recs.append((labels, uids, np.concatenate([o["recs"] for o in outs], axis=1)))
+    per_user = pd.concat(per_user, ignore_index=True)
+    if "judge" in result.outputs:
+        judge = result.outputs["judge"]["per_user"]
+        anyctx = judge[judge.context == "*"]  # context-free methods: one judgement per context
+        judge = pd.concat([judge[judge.context != "*"]] +
+                          [anyctx.assign(context=c) for c in suite.contexts], ignore_index=True)
+        per_user = per_user.merge(judge, how="left", on=["method", "context", "aggregation",
+                                                         "user_id", "w_control", "k"])
+    return per_user, recs
+
+
+def build_manifest(run_dir, suite, plan, result, per_user, run_info, elapsed) -> dict:
+    sweep_seconds = sum(t.get("seconds", 0) for label, t in result.timings.items()
+                        if label.startswith("sweep[") and not t["cached"])
+    student = result.outputs.get("student")
+    return {
+        "suite": suite.model_dump(mode="json"), "config_hash": suite.config_hash(),
+        "run_id": run_dir.name, **run_info,
+        "created_utc": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "git_commit": report.git_commit(), "versions": report.versions(),
+        "seeds": {"suite": suite.seed, "bivae": suite.seed, "requests": suite.seed},
+        "data_source": result.outputs["dataset"]["split"]["source"],
+        "n_users": int(per_user.user_id.nunique()), "n_cells": len(suite.grid()),
+        "engagement_metrics": result.outputs["engagement"]["metrics"],
+        "pool": {"kind": suite.pool.kind,
+                 "mean_items_per_user": float(result.outputs["pool"]["pool"].sum(axis=1).mean())},
+        "llm": {label: out["stats"] for label, out in result.outputs.items() if "stats" in out},
+        "judge_is_scorer": judge_is_scorer(suite),
+        "distillation": student["summary"] if student is not None else None,
+        "stages": {s.label: {"key": s.key, **result.timings.get(s.label, {})} for s in plan},
+        "sweep_compute_seconds": round(sweep_seconds, 3),
+        "wall_seconds": round(elapsed, 2),
+    }
+
+
+def judge_is_scorer(suite) -> bool | None:
+    """True when the judge model also scored items directly: the paper used different models."""
+    if suite.judge is None:
+        return None
+    return suite.judge.llm.model in {m.llm.model for m in suite.methods if m.name == "direct"}

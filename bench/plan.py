@@ -147,6 +147,8 @@ def llm_runtime(llm) -> dict:
 
 def _requests_config(suite: Suite) -> dict:
     cfg = {**suite.requests.model_dump(mode="json"), "users": suite.users, "seed": suite.seed}
+    if suite.requests.kind != "open_ended":
+        cfg.pop("unique")
     if suite.requests.generator == "template":  # keep the key free of settings it ignores
         cfg.pop("llm")
         cfg.pop("history_from")

@@ -104,9 +104,13 @@ def requests_stage(cfg: dict, ds: dict) -> dict:
     from ctrlrec.llm.backends import render
 
     cached, tokenizer = open_llm(cfg["llm"], cfg["_runtime"]["llm"])
-    write = R.llm_genre_requests if cfg["kind"] == "genre" else R.llm_open_requests
-    df = write(cached, lambda chat: render(tokenizer, chat), split, ds["items"], users,
-               seed=cfg["seed"], part=cfg["history_from"])
+    draw = lambda chat: render(tokenizer, chat)  # noqa: E731
+    if cfg["kind"] == "genre":
+        df = R.llm_genre_requests(cached, draw, split, ds["items"], users, seed=cfg["seed"],
+                                  part=cfg["history_from"])
+    else:
+        df = R.llm_open_requests(cached, draw, split, ds["items"], users, seed=cfg["seed"],
+                                 part=cfg["history_from"], unique=cfg.get("unique", True))
     return {"requests": df, "stats": {**llm_stats(cached, len(users)),
                                       "fallbacks": int((df.source != "llm").sum())}}
 

@@ -86,6 +86,7 @@ class RequestsCfg(Strict):
     genre_strategy: Literal["lift", "top"] = "lift"   # template generator (and its fallback)
     llm: LLMCfg = LLMCfg()                            # the writer, for generator: llm
     history_from: Literal["test", "train"] = "test"   # which half the writer sees (paper: test)
+    unique: bool = True                               # open-ended: retry a repeated request
 
     @model_validator(mode="after")
     def open_needs_llm(self):

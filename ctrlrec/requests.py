@@ -164,9 +164,12 @@ def llm_genre_requests(llm, render, split: Split, items: pd.DataFrame, user_ids,
 
 
 def llm_open_requests(llm, render, split: Split, items: pd.DataFrame, user_ids, seed: int = 0,
-                      tries: int = 2, part: str = "test", batch: int = 16, shown: int = 6):
+                      tries: int = 3, part: str = "test", batch: int = 16, shown: int = 3,
+                      unique: bool = True):
     """One open-ended request per user inside <statement> tags. Users are written in batches, each
-    shown the last few requests already written (for variety); styles rotate over OPEN_STYLES."""
+    shown the last few requests already written (for variety); styles rotate over OPEN_STYLES.
+    With `unique`, a request identical to one already written counts as a failed try: small
+    models shown earlier requests tend to copy them, and the retries sample instead."""
     from .llm.prompts import OPEN_STYLES, open_request_chat
 
     lines = liked_lines(split, items, part)
@@ -186,10 +189,13 @@ def llm_open_requests(llm, render, split: Split, items: pd.DataFrame, user_ids, 
             outs = llm.generate([render(open_request_chat(lines.get(u, []), style[u], earlier))
                                  for u in pending], **params)
             still = []
+            taken = set(written) | {t for t, _ in got.values()}
             for u, text in zip(pending, outs):
                 sentence = parse_statement(text)
-                if sentence and 3 <= len(sentence.split()) <= 60:
+                if sentence and 3 <= len(sentence.split()) <= 60 and not (
+                        unique and sentence in taken):
                     got[u] = (sentence, attempt + 1)
+                    taken.add(sentence)
                 else:
                     still.append(u)
             pending = still

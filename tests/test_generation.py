@@ -48,6 +48,7 @@ def test_the_packaged_model_writes_valid_requests(qwen, split, movielens, tmp_pa
     assert again.equals(genre) and llm.calls == calls  # cached: no new calls
     open_ = llm_open_requests(llm, draw, split, movielens.items, users)
     assert (open_.source == "llm").sum() >= 2 and open_.text.str.len().gt(10).all()
+    assert open_.text.nunique() == len(open_)  # no user repeats an earlier request
     assert open_["style"].nunique() == 3
 
 

@@ -5,6 +5,8 @@ weights cannot be downloaded (label such numbers as random-weight). Prompts are 
 rating prompts over MovieLens item texts. Prints and writes one JSON object.
 
     python scripts/rate_throughput.py --arch llama-3.1-8b --tokenizer DIR --items FILE --out F
+    python scripts/rate_throughput.py --model qwen2.5-coder-1.5b-instruct --threads 2 \
+        --items FILE --per-request 64 --batch 32 --out F        # the packaged model on CPU
 """
 
 from __future__ import annotations
@@ -37,8 +39,12 @@ REQUESTS = ["I'm in the mood for a horror movie tonight.",
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--arch", choices=ARCHS, default="llama-3.1-8b")
-    ap.add_argument("--tokenizer", required=True)
-    ap.add_argument("--items", required=True, help="one item text per line")
+    ap.add_argument("--model", default=None,
+                    help="a real model instead (packaged alias or folder); --arch is then ignored")
+    ap.add_argument("--threads", type=int, default=None)
+    ap.add_argument("--tokenizer", default=None, help="tokenizer folder (random-weight runs)")
+    ap.add_argument("--items", default=None,
+                    help="one item text per line (default: MovieLens item texts from the cache)")
     ap.add_argument("--per-request", type=int, default=512)
     ap.add_argument("--batch", type=int, nargs="+", default=[64, 256])
     ap.add_argument("--dtype", default="bfloat16", choices=["bfloat16", "float32"])
@@ -53,21 +59,33 @@ def main() -> None:
     from ctrlrec.llm.prompts import rating_chat
 
     device = "cuda" if torch.cuda.is_available() else "cpu"
-    tok = AutoTokenizer.from_pretrained(args.tokenizer)
-    family, fields = ARCHS[args.arch]
-    cfg_cls, model_cls = ((LlamaConfig, LlamaForCausalLM) if family == "llama"
-                          else (Qwen2Config, Qwen2ForCausalLM))
-    torch.manual_seed(0)
-    torch.set_default_dtype(getattr(torch, args.dtype))
-    with torch.device(device):
-        model = model_cls(cfg_cls(vocab_size=len(tok), **fields))
-    torch.set_default_dtype(torch.float32)
-    items = [x.strip() for x in open(args.items) if x.strip()][:args.per_request]
-    be = HFBackend.from_objects(model, tok, f"{args.arch} (random weights)")
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    if args.model:
+        be = HFBackend(args.model, dtype=args.dtype, threads=args.threads)
+        model, weights, name = be.model, "real", args.model
+    else:
+        tok = AutoTokenizer.from_pretrained(args.tokenizer)
+        family, fields = ARCHS[args.arch]
+        cfg_cls, model_cls = ((LlamaConfig, LlamaForCausalLM) if family == "llama"
+                              else (Qwen2Config, Qwen2ForCausalLM))
+        torch.manual_seed(0)
+        torch.set_default_dtype(getattr(torch, args.dtype))
+        with torch.device(device):
+            model = model_cls(cfg_cls(vocab_size=len(tok), **fields))
+        torch.set_default_dtype(torch.float32)
+        weights, name = "random", args.arch
+        be = HFBackend.from_objects(model, tok, f"{args.arch} (random weights)")
+    if args.items:
+        items = [x.strip() for x in open(args.items) if x.strip()][:args.per_request]
+    else:
+        from ctrlrec.data import item_texts, load_movielens
+        items = item_texts(load_movielens().items)[:args.per_request]
     prompts = [fill(be.render(rating_chat(r)), x) for r in REQUESTS for x in items]
     n_pre = sum(len(be._ids(p.prefix)) for p in prompts[::len(items)]) / len(REQUESTS)
     n_suf = sum(len(be._ids(p.suffix)) for p in prompts) / len(prompts)
-    result = {"arch": args.arch, "weights": "random", "dtype": args.dtype, "device": device,
+    result = {"arch": name, "weights": weights, "dtype": args.dtype, "device": device,
+              "threads": torch.get_num_threads(),
               "gpu": torch.cuda.get_device_name() if device == "cuda" else None,
               "torch": torch.__version__, "params_b": sum(p.numel() for p in model.parameters()) / 1e9,
               "prompts": len(prompts), "prefix_tokens": n_pre, "suffix_tokens": n_suf, "runs": []}

@@ -6,7 +6,7 @@ rating prompts over MovieLens item texts. Prints and writes one JSON object.
 
     python scripts/rate_throughput.py --arch llama-3.1-8b --tokenizer DIR --items FILE --out F
     python scripts/rate_throughput.py --model qwen2.5-coder-1.5b-instruct --threads 2 \
-        --items FILE --per-request 64 --batch 32 --out F        # the packaged model on CPU
+        --per-request 64 --batch 32 --out F          # the packaged model on CPU
 """
 
 from __future__ import annotations

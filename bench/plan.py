@@ -110,7 +110,7 @@ def _distill_steps(m, add, embeddings) -> str:
     add(Step("student", "student", "bench.stages:student_stage",
              {"model": m.model, "mass_threshold": d.mass_threshold, "val_fraction": d.val_fraction,
               "epochs": d.epochs, "lr": d.lr, "rank_loss": d.rank_loss, "seed": seed},
-             ["dataset", "teacher_labels"], cpus=d.threads))
+             ["dataset", "teacher_labels"], cpus=d.threads, gpus=d.num_gpus))
     return "student"
 
 

@@ -393,7 +393,10 @@ def student_stage(cfg: dict, ds: dict, labels: dict) -> dict:
     rng = np.random.default_rng(cfg["seed"])
     val = set(rng.choice(reqs, size=max(1, int(len(reqs) * cfg["val_fraction"])), replace=False))
     is_val = df.request.isin(val)
-    towers = TwoTower(resolve_model(cfg["model"]))
+    import torch
+
+    towers = TwoTower(resolve_model(cfg["model"]),
+                      device="cuda" if torch.cuda.is_available() else "cpu")
     before = predict_pairs(towers, df[is_val])
     tcfg = TrainConfig(epochs=cfg["epochs"], lr=cfg["lr"], rank_loss=cfg["rank_loss"],
                        seed=cfg["seed"])

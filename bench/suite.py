@@ -130,6 +130,7 @@ class DistillCfg(Strict):
     lr: Annotated[float, Field(gt=0)] = 3e-5
     rank_loss: Annotated[float, Field(ge=0)] = 0.0
     threads: Annotated[int, Field(ge=1)] = 2        # CPU threads of the training task
+    num_gpus: Annotated[float, Field(ge=0)] = 0     # Ray GPUs of the training task
 
 
 class MethodCfg(Strict):

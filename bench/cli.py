@@ -139,7 +139,8 @@ def cmd_run(args) -> int:
     run_dir = Path(args.out) / suite.name / run_id
     ray_info = start_ray(args.address, args.workers)
     workers = args.workers or max(1, int(ray_info.get("cluster_cpus") or os.cpu_count()))
-    wanted = [s.label for s in plan if s.stage in ("sweep", "judge", "student")
+    wanted = [s.label for s in plan if s.stage in ("sweep", "judge", "student", "train_requests",
+                                                   "teacher_labels")
               or s.label.startswith(("values[direct", "values[distilled"))]
     try:
         result = run_plan(plan, cache, workers,

@@ -88,11 +88,13 @@ def summary_markdown(suite, cells: pd.DataFrame, engagement: dict, manifest: dic
                   headers="keys", tablefmt="github", floatfmt=fmt, showindex=False), "",
               "All cells: `cells.parquet` (mean, standard error and user count per metric).", ""]
     lines += llm_section(manifest)
-    lines += distillation_section(manifest.get("distillation"))
+    seen = (manifest.get("llm") or {}).get("values[distilled]", {}).get(
+        "eval_requests_seen_in_training")
+    lines += distillation_section(manifest.get("distillation"), seen)
     return "\n".join(lines)
 
 
-def distillation_section(d: dict | None) -> list[str]:
+def distillation_section(d: dict | None, seen: int | None = None) -> list[str]:
     if not d:
         return []
     rows = [["all held-out pairs (student)", d["overall"]["pearson"], d["overall"]["spearman"],
@@ -105,8 +107,9 @@ def distillation_section(d: dict | None) -> list[str]:
             f"{d['val_requests']} held out ({d['val_pairs']} pairs); loss per epoch: "
             + ", ".join(f"{h['loss']:.4f}" for h in d["history"]) + ".", "",
             tabulate(rows, ["pairs", "Pearson", "Spearman", "n"], tablefmt="github",
-                     floatfmt=".3f"), "", "Scatter: `distill.png`; pairs: `distill_check.parquet`.",
-            ""]
+                     floatfmt=".3f"), "",
+            f"Evaluation requests that also were training requests: {seen}. The distilled "
+            "values made no LLM call. Scatter: `distill.png`; pairs: `distill_check.parquet`.", ""]
 
 
 def plot_distillation(check: pd.DataFrame, path: Path) -> None:
@@ -139,7 +142,7 @@ def llm_section(manifest: dict) -> list[str]:
              s.get("low_mass", "–"),
              f"{s['low_mass_rate']:.2%}" if "low_mass_rate" in s else "–",
              s.get("fallbacks", "–"), (s.get("backend") or {}).get("model")]
-            for label, s in stats.items()]
+            for label, s in stats.items() if s.get("prompts") is not None]
     out = ["## LLM work", "",
            tabulate(rows, ["stage", "prompts", "LLM calls", "cache hits", "mass < threshold",
                            "rate", "template fallbacks", "model"], tablefmt="github"), "",

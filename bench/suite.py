@@ -14,7 +14,6 @@ from typing import Annotated, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from ctrlrec.aggregate import RULES
 
 
 class SuiteError(ValueError):

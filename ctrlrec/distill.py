@@ -6,7 +6,6 @@ precomputed item embeddings; no LLM is involved."""
 
 from __future__ import annotations
 
-import io
 import json
 from dataclasses import dataclass
 

@@ -1,4 +1,3 @@
-import numpy as np
 import pandas as pd
 import pytest
 
@@ -51,8 +50,6 @@ def test_bad_sources_fail_with_one_line_naming_each(tmp_path):
 
 def test_chronological_split_halves_each_user_by_time(movielens, split):
     assert len(split.train) + len(split.test) == 100_000
-    for _, g in split.train.groupby("user_id"):
-        pass
     per_user = movielens.ratings.groupby("user_id").size()
     n_train = split.train.groupby("user_id").size()
     assert (n_train == per_user // 2).all()

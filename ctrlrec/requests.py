@@ -112,14 +112,11 @@ def liked_lines(split: Split, items: pd.DataFrame, part: str = "test", n: int = 
 
     The paper writes requests that agree with what the user goes on to watch, so by default the
     generator sees the test half (the items the engagement metrics are computed on)."""
-    from .data import display_title
+    from .data import rating_lines
 
     df = split.test if part == "test" else split.train
-    names = {i: display_title(t) + (f" ({int(y)})" if pd.notna(y) else "")
-             for i, t, y in zip(items.item_id, items.title, items.year)}
     top = df.sort_values(["user_id", "rating", "timestamp"], ascending=[True, False, False])
-    return {int(u): [f"{names[i]}: {r}/5" for i, r in zip(g.item_id, g.rating)]
-            for u, g in top.groupby("user_id").head(n).groupby("user_id")}
+    return rating_lines(top.groupby("user_id").head(n), items)
 
 
 def llm_genre_requests(llm, render, split: Split, items: pd.DataFrame, user_ids, seed: int = 0,

@@ -87,32 +87,31 @@ class CachedLLM:
         from .backends import Rating
 
         keys = [call_key(self.identity, "rate", p.text, {}) for p in prompts]
-        found = self.cache.get_many(list(dict.fromkeys(keys)))
-        self.hits += sum(k in found for k in keys)
-        todo = list({k: p for k, p in zip(keys, prompts) if k not in found}.items())
-        if progress_bar is not None:
-            progress_bar.update(len(prompts) - len(todo))
-        for lo in range(0, len(todo), self.chunk):
-            batch = todo[lo:lo + self.chunk]
-            ratings = self.backend.rate([p for _, p in batch])
-            self.calls += len(batch)
-            new = {k: r.as_json() for (k, _), r in zip(batch, ratings)}
-            self.cache.put_many("rate", new)
-            found.update(new)
-            if progress_bar is not None:
-                progress_bar.update(len(batch))
+        found = self._through_cache("rate", keys, prompts, lambda b: self.backend.rate(b),
+                                    progress_bar, encode=lambda r: r.as_json())
         return [Rating.from_json(found[k]) for k in keys]
 
     def generate(self, texts: list[str], **params) -> list[str]:
         keys = [call_key(self.identity, "generate", t, params) for t in texts]
+        found = self._through_cache("generate", keys, texts,
+                                    lambda batch: self.backend.generate(batch, **params))
+        return [found[k] for k in keys]
+
+    def _through_cache(self, kind, keys, inputs, compute, progress_bar=None, encode=None):
+        """Answers for `keys`: cached ones read, each distinct missing one computed once, in
+        chunks that are committed as soon as they are answered."""
         found = self.cache.get_many(list(dict.fromkeys(keys)))
         self.hits += sum(k in found for k in keys)
-        todo = list({k: t for k, t in zip(keys, texts) if k not in found}.items())
+        todo = list({k: x for k, x in zip(keys, inputs) if k not in found}.items())
+        if progress_bar is not None:
+            progress_bar.update(len(keys) - len(todo))
         for lo in range(0, len(todo), self.chunk):
             batch = todo[lo:lo + self.chunk]
-            outs = self.backend.generate([t for _, t in batch], **params)
+            outs = compute([x for _, x in batch])
             self.calls += len(batch)
-            new = dict(zip([k for k, _ in batch], outs))
-            self.cache.put_many("generate", new)
+            new = {k: encode(o) if encode else o for (k, _), o in zip(batch, outs)}
+            self.cache.put_many(kind, new)
             found.update(new)
-        return [found[k] for k in keys]
+            if progress_bar is not None:
+                progress_bar.update(len(batch))
+        return found

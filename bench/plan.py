@@ -67,7 +67,7 @@ def build_plan(suite: Suite, n_users: int) -> list[Step]:
                 add(Step(label, "values", METHODS[m.name], cfg, [embeddings(m.model), "requests"]))
             elif m.name == "distilled":
                 add(Step(label, "values", METHODS[m.name], cfg,
-                         [_distill_steps(m, add, embeddings), "requests"], cpus=2))
+                         [_distill_steps(m, add, embeddings, suite), "requests"], cpus=2))
             else:
                 add(Step(label, "values", METHODS[m.name], {**cfg, "context": ctx},
                          ["dataset", "requests", "pool"], **_llm_resources(m.llm)))
@@ -96,13 +96,21 @@ def build_plan(suite: Suite, n_users: int) -> list[Step]:
     return steps
 
 
-def _distill_steps(m, add, embeddings) -> str:
+def _distill_steps(m, add, embeddings, suite: Suite) -> str:
     """Training requests -> teacher labels -> student; returns the student's label."""
     d, seed = m.distill, 0
     teacher = {"llm": llm_key(d.teacher), "_runtime": {"llm": llm_runtime(d.teacher)}}
-    add(Step("train_requests", "train_requests", "bench.stages:train_requests_stage",
-             {**teacher, "batches": d.batches, "per_batch": d.per_batch, "parallel": d.parallel,
-              "seed": seed}, [], **_llm_resources(d.teacher)))
+    cfg = {**teacher, "batches": d.batches, "per_batch": d.per_batch, "parallel": d.parallel,
+           "seed": seed}
+    deps = []
+    if d.own_requests:  # only then in the key, so existing caches stay valid
+        r = suite.requests
+        cfg["own"] = {"n": d.own_requests, "kind": r.kind, "users": suite.users,
+                      "seed": suite.seed, **({"history_from": r.history_from, "unique": r.unique}
+                                             if r.kind == "open_ended" else {})}
+        deps = ["dataset"]
+    add(Step("train_requests", "train_requests", "bench.stages:train_requests_stage", cfg, deps,
+             **_llm_resources(d.teacher)))
     add(Step("teacher_labels", "teacher_labels", "bench.stages:teacher_labels_stage",
              {**teacher, "model": m.model, "items_per_request": d.items_per_request,
               "mass_threshold": d.mass_threshold, "seed": seed},
@@ -142,7 +150,8 @@ def llm_key(llm) -> dict:
 
 
 def llm_runtime(llm) -> dict:
-    return {"api_key_env": llm.api_key_env, "gpu_memory_utilization": llm.gpu_memory_utilization}
+    return {"api_key_env": llm.api_key_env, "gpu_memory_utilization": llm.gpu_memory_utilization,
+            "retries": llm.retries, "timeout": llm.timeout}
 
 
 def _requests_config(suite: Suite) -> dict:

@@ -59,13 +59,20 @@ def _wide(cells: pd.DataFrame) -> pd.DataFrame:
                              columns="metric", values="mean").reset_index()
 
 
-def summary_markdown(suite, cells: pd.DataFrame, engagement: dict, manifest: dict,
-                     table1: pd.DataFrame, pareto: pd.DataFrame) -> str:
+def summary_markdown(manifest: dict, cells: pd.DataFrame, table1: pd.DataFrame,
+                     pareto: pd.DataFrame, pairs: pd.DataFrame | None = None,
+                     contexts: pd.DataFrame | None = None) -> str:
+    """summary.md: everything from the manifest and the run's tables (no run objects needed, so
+    `bench report` can rebuild it from the files)."""
     fmt = ".3f"
-    lines = [f"# {suite.name}: {suite.description}".rstrip(": "), "",
+    suite = manifest["suite"]
+    engagement = manifest["engagement_metrics"]
+    lines = [f"# {suite['name']}: {suite.get('description', '')}".rstrip(": "), "",
              f"Config hash `{manifest['config_hash'][:12]}`, {manifest['n_users']} users, "
-             f"data from {manifest['data_source']}, git {manifest['git_commit'][:10]}.", "",
-             "## Engagement model on the test half (all non-train items are candidates)", ""]
+             f"data from {manifest['data_source']}, git {manifest['git_commit'][:10]}. "
+             "Full report with every plot: [report.html](report.html).", ""]
+    lines += warnings_markdown(manifest)
+    lines += ["## Engagement model on the test half (all non-train items are candidates)", ""]
     eng_rows = [[name] + [f"{v[0]:.3f} ± {v[1]:.3f}" for v in m.values()]
                 for name, m in engagement.items()]
     header = ["model"] + list(next(iter(engagement.values())))
@@ -75,10 +82,23 @@ def summary_markdown(suite, cells: pd.DataFrame, engagement: dict, manifest: dic
               "", "95% bootstrap intervals over users; `diff_ci` is the paired interval of the "
               "difference to the untrained method, each at its own best w.", "",
               tabulate(table1, headers="keys", tablefmt="github", floatfmt=fmt, showindex=False),
-              "", "## Pareto frontiers (area under the satisfaction-vs-engagement frontier, "
+              ""]
+    if pairs is not None and len(pairs):
+        lines += ["## Paired comparison of methods, each at its best w", "",
+                  "`diff` = mean over the same users of satisfaction(a) − satisfaction(b); 95% "
+                  "bootstrap interval; two-sided sign-flip p-value. The best w is chosen on "
+                  "these users, so the intervals are somewhat optimistic.", "",
+                  tabulate(pairs.assign(p_value=pairs.p_value.map(lambda p: f"{p:.4f}")),
+                           headers="keys", tablefmt="github", floatfmt=fmt,
+                           showindex=False), ""]
+    lines += ["## Pareto frontiers (area under the satisfaction-vs-engagement frontier, "
               "engagement scaled by its best value in this run)", "",
               tabulate(pareto, headers="keys", tablefmt="github", floatfmt=fmt, showindex=False),
-              "", "Plots: `curves.png` (against w), `pareto_k*.png` (frontiers).", ""]
+              "", "Plots: `curves.png` (against w), `pareto_k*.png` (frontiers)"
+              + (", `context.png` (contexts)" if contexts is not None and len(contexts) else "")
+              + ".", ""]
+    if contexts is not None and len(contexts):
+        lines += context_markdown(contexts, manifest)
     wide = _wide(cells)
     pick = [w for w in (0.0, 0.25, 0.5, 0.75, 0.9, 0.95, 1.0) if w in set(wide.w_control)]
     lines += ["## Satisfaction and engagement at selected w_control", "",
@@ -86,12 +106,79 @@ def summary_markdown(suite, cells: pd.DataFrame, engagement: dict, manifest: dic
                   ["method", "context", "aggregation", "k", "w_control",
                    *[m for m in METRICS if m in wide]]],
                   headers="keys", tablefmt="github", floatfmt=fmt, showindex=False), "",
-              "All cells: `cells.parquet` (mean, standard error and user count per metric).", ""]
+              "All cells: `cells.parquet` (mean, standard error and user count per metric); "
+              "per-user values: `per_user.parquet`.", ""]
     lines += llm_section(manifest)
-    seen = (manifest.get("llm") or {}).get("values[distilled]", {}).get(
-        "eval_requests_seen_in_training")
-    lines += distillation_section(manifest.get("distillation"), seen)
+    lines += distillation_section(manifest.get("distillation"), eval_seen_in_training(manifest))
     return "\n".join(lines)
+
+
+def eval_seen_in_training(manifest: dict) -> int | None:
+    return (manifest.get("llm") or {}).get("values[distilled]", {}).get(
+        "eval_requests_seen_in_training")
+
+
+def context_free(method: str) -> bool:
+    """Methods whose values ignore the user context (one value matrix serves every context)."""
+    from .methods import USES_CONTEXT
+    return not USES_CONTEXT.get(method, True)
+
+
+def context_markdown(contexts: pd.DataFrame, manifest: dict) -> list[str]:
+    names = [c for c in contexts.columns if c not in ("method", "aggregation", "k")]
+    free = sorted({m for m in contexts.method if context_free(m)})
+    note = (f" {', '.join(free)} ignore{'s' if len(free) == 1 else ''} the context, so "
+            "their columns are equal by construction." if free else "")
+    return ["## Context comparison: best satisfaction per method × context", "",
+            f"Contexts {', '.join(names)}: `history:N` shows the LLM the user's N most recent "
+            f"train ratings, `none` shows only the request. Max over w, 95% bootstrap "
+            f"interval, the w that reaches it.{note} Figure: `context.png`.", "",
+            tabulate(contexts, headers="keys", tablefmt="github", showindex=False), ""]
+
+
+def warnings(manifest: dict) -> tuple[list[list], list[str]]:
+    """(rows of the mass-check table: stage, ratings, below threshold, rate, mean mass;
+    warning sentences) from the manifest."""
+    rows, notes = [], []
+    for label, st in (manifest.get("llm") or {}).items():
+        if "low_mass_rate" in st:
+            n = st.get("feeds_judged", st.get("prompts"))
+            rows.append([label, n, st.get("low_mass"), f"{st['low_mass_rate']:.2%}",
+                         f"{st['mean_mass']:.3f}" if st.get("mean_mass") is not None else "–"])
+            if st["low_mass_rate"] > 0:
+                what = ("left out of the averages" if label == "judge" else
+                        "left out of training" if label == "teacher_labels" else
+                        "scored 1 (lowest)")
+                notes.append(f"{label}: {st['low_mass']} of {n} LLM ratings "
+                             f"({st['low_mass_rate']:.2%}) failed the probability-mass check "
+                             f"and were {what}.")
+        if st.get("fallbacks"):
+            notes.append(f"{label}: {st['fallbacks']} of {st.get('prompts')} requests fell back "
+                         "to the template writer (the LLM gave no valid request).")
+    judge = manifest.get("judge_is_scorer")
+    if judge:
+        notes.append("The judge is the same model as the direct scorer (the paper used different "
+                     "models): judge scores may favour the direct method.")
+    seen = eval_seen_in_training(manifest)
+    if seen:
+        notes.append(f"{seen} evaluation requests were also distillation training requests.")
+    return rows, notes
+
+
+def warnings_markdown(manifest: dict) -> list[str]:
+    rows, notes = warnings(manifest)
+    judge = manifest.get("judge_is_scorer")
+    judge_line = ("no judge in this suite" if judge is None else
+                  "judge = direct scorer: **yes**" if judge else "judge = direct scorer: no")
+    out = ["## Warnings", ""]
+    out += [f"- **{n}**" for n in notes] or ["- none"]
+    out += ["", f"LLM probability-mass check per stage ({judge_line}):", ""]
+    if rows:
+        out += [tabulate(rows, ["stage", "ratings", "below threshold", "rate", "mean mass"],
+                         tablefmt="github"), ""]
+    else:
+        out += ["No LLM ratings in this run.", ""]
+    return out
 
 
 def distillation_section(d: dict | None, seen: int | None = None) -> list[str]:
@@ -123,11 +210,15 @@ def plot_distillation(check: pd.DataFrame, path: Path) -> None:
     fig, ax = plt.subplots(figsize=(5, 5))
     for kind, g in check.assign(norm=norm).groupby("kind"):
         ax.scatter(g.label, g.norm, s=6, alpha=0.4, label=kind)
+    from ctrlrec.distill import correlations
+
     ax.plot([0, 1], [0, 1], color="grey", lw=0.8)
-    ax.set_xlabel("teacher (direct LLM), normalised")
-    ax.set_ylabel("student f(r)·g(i), normalised")
-    ax.legend(fontsize=7, markerscale=2)
-    ax.set_title("Distillation on held-out requests")
+    ax.set_xlabel("teacher: direct-LLM expected rating, (r − 1) / 4")
+    ax.set_ylabel("student f(r)·g(i), min-max scaled over the pairs")
+    ax.legend(fontsize=7, markerscale=2, title="request kind", title_fontsize=7)
+    c = correlations(check.student, check.label)
+    ax.set_title(f"Distillation on held-out requests\nPearson {c['pearson']:.3f}, "
+                 f"Spearman {c['spearman']:.3f}, n = {c['n']}", fontsize=10)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
@@ -148,36 +239,110 @@ def llm_section(manifest: dict) -> list[str]:
                            "rate", "template fallbacks", "model"], tablefmt="github"), "",
            "Direct scoring: an item whose digit mass is below the threshold gets the lowest "
            "rating (1). Judge: such grades are left out of the averages.", ""]
-    if manifest.get("judge_is_scorer"):
-        out += ["**Warning:** the judge is the same model as the direct scorer (the paper used "
-                "different models); judge scores may favour the direct method.", ""]
     return out
 
 
+def plot_series(cells: pd.DataFrame) -> tuple[pd.DataFrame, callable]:
+    """Cells for plotting, with each context-free method kept in one context only (its curves
+    are the same in every context), and a labeller that names only the parts of
+    (method, context, aggregation) that vary in this run."""
+    contexts = list(dict.fromkeys(cells.context))
+    keep = "none" if "none" in contexts else contexts[0]
+    free = cells.method.map(context_free)
+    out = cells[~free | (cells.context == keep)]
+    multi_ctx, multi_agg = len(contexts) > 1, cells.aggregation.nunique() > 1
+
+    def label(method, context, aggregation):
+        parts = [method]
+        if multi_ctx:
+            parts.append("any context" if context_free(method) else context)
+        if multi_agg:
+            parts.append(aggregation)
+        return " / ".join(parts)
+    return out, label
+
+
+def metric_label(metric: str, k) -> str:
+    return {"genre_accuracy": f"genre accuracy@{k} (share of top-{k} in the genre)",
+            "judge": f"judge@{k} (LLM grade of the top-{k}, 0–1)",
+            "precision": f"precision@{k}", "recall": f"recall@{k}",
+            "ndcg": f"NDCG@{k}"}.get(metric, f"{metric}@{k}")
+
+
 def plot_curves(cells: pd.DataFrame, path: Path) -> None:
+    """The paper's Figure 4: satisfaction (top row) and precision (bottom) against w_control,
+    one column per k, one line per method (and context / aggregation where they vary)."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     ks = sorted(cells.k.unique())
     sat = satisfaction_metric(cells)
-    fig, axes = plt.subplots(2, len(ks), figsize=(5 * len(ks), 7), squeeze=False, sharex=True)
+    data, label = plot_series(cells)
+    fig, axes = plt.subplots(2, len(ks), figsize=(5.5 * len(ks), 7.5), squeeze=False,
+                             sharex=True)
     for col, k in enumerate(ks):
-        for row, (metric, label) in enumerate(((sat, f"{sat.replace('_', ' ')}@{k}"),
-                                               ("precision", f"precision@{k}"))):
+        for row, metric in enumerate((sat, "precision")):
             ax = axes[row][col]
-            sub = cells[(cells.k == k) & (cells.metric == metric)]
-            for key, g in sub.groupby(["method", "context", "aggregation"]):
+            sub = data[(data.k == k) & (data.metric == metric)]
+            if sub.empty:  # e.g. the judge grades only the k=5 lists
+                ax.text(0.5, 0.5, f"{metric.replace('_', ' ')} not measured at k={k}",
+                        ha="center", va="center", transform=ax.transAxes, color="grey")
+                ax.set_yticks([])
+            for n, (key, g) in enumerate(sub.groupby(["method", "context", "aggregation"])):
                 g = g.sort_values("w_control")
-                ax.plot(g.w_control, g["mean"], marker=".", label=" / ".join(key))
+                ax.plot(g.w_control, g["mean"], marker=".", color=f"C{n}", label=label(*key))
                 ax.fill_between(g.w_control, g["mean"] - 1.96 * g.se, g["mean"] + 1.96 * g.se,
-                                alpha=0.2)
-            ax.set_ylabel(label)
+                                color=f"C{n}", alpha=0.15)
+            ax.set_ylabel(metric_label(metric, k), fontsize=9)
             ax.grid(alpha=0.3)
+            if row == 0:
+                ax.set_title(f"k = {k}")
             if row == 1:
-                ax.set_xlabel("w_control")
+                ax.set_xlabel("w_control (0 = engagement only, 1 = request only)")
     axes[0][0].legend(fontsize=8)
-    fig.suptitle("Request satisfaction and engagement against w_control (95% CI over users)")
+    fig.suptitle("Request satisfaction and engagement against w_control "
+                 "(mean over users, band: 95% CI)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def plot_context(cells: pd.DataFrame, path: Path) -> None:
+    """Satisfaction against w_control per method, one line style per context, one panel per k
+    (the paper's Figures 10-11). Context-free methods are drawn once, in grey tones."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    ks = sorted(cells.k.unique())
+    sat = satisfaction_metric(cells)
+    contexts = list(dict.fromkeys(cells.context))
+    styles = {c: ("-", "--", "-.", (0, (6, 2, 1, 2)))[i % 4] for i, c in enumerate(contexts)}
+    methods = sorted(cells.method.unique())
+    colors = {m: f"C{i}" for i, m in enumerate(methods)}
+    data, _ = plot_series(cells[cells.metric == sat])
+    fig, axes = plt.subplots(1, len(ks), figsize=(5.5 * len(ks), 4.5), squeeze=False)
+    for ax, k in zip(axes[0], ks):
+        for (method, ctx, agg), g in data[data.k == k].groupby(["method", "context",
+                                                               "aggregation"]):
+            g = g.sort_values("w_control")
+            free = context_free(method)
+            name = f"{method}, {'any context' if free else ctx}"
+            if data.aggregation.nunique() > 1:
+                name += f", {agg}"
+            ax.plot(g.w_control, g["mean"], linestyle=":" if free else styles[ctx],
+                    marker="" if free else ".", lw=1.2 if free else 1.8,
+                    color=colors[method], alpha=0.7 if free else 1.0, label=name)
+            if not free:
+                ax.fill_between(g.w_control, g["mean"] - 1.96 * g.se, g["mean"] + 1.96 * g.se,
+                                color=colors[method], alpha=0.08)
+        ax.set_title(f"k = {k}")
+        ax.set_xlabel("w_control (0 = engagement only, 1 = request only)")
+        ax.set_ylabel(metric_label(sat, k), fontsize=9)
+        ax.grid(alpha=0.3)
+    axes[0][0].legend(fontsize=8)
+    fig.suptitle("User context: satisfaction against w_control, one line style per context")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)

@@ -4,9 +4,12 @@ failed or killed run loses nothing it finished."""
 
 from __future__ import annotations
 
+import atexit
 import importlib
 import os
+import shutil
 import socket
+import sys
 import tempfile
 import time
 from dataclasses import dataclass, field
@@ -19,7 +22,9 @@ WORKER_ENV = {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "TOKENIZERS_PARALL
 
 
 class StageFailed(RuntimeError):
-    pass
+    def __init__(self, message: str, causes: list[str] = ()):
+        super().__init__(message)
+        self.causes = list(causes)  # the exception type name of each failed stage
 
 
 @dataclass
@@ -35,20 +40,68 @@ def start_ray(address: str | None, workers: int | None) -> dict:
     if ray.is_initialized():
         return {"address": "already initialised"}
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")
-    env = {**WORKER_ENV, **{k: os.environ[k] for k in ("CTRLREC_CACHE", "CTRLREC_LLM_CACHE",
-                                                        "HF_HUB_OFFLINE") if k in os.environ}}
+    env = {**WORKER_ENV, **worker_env(os.environ)}
     common = dict(runtime_env={"env_vars": env}, log_to_driver=True,
                   logging_level="ERROR", configure_logging=True)
     if address:
         ctx = ray.init(address=address, **common)
     else:
-        tmp = os.environ.get("RAY_TMPDIR") or tempfile.mkdtemp(prefix="ray", dir="/tmp")
+        tmp = os.environ.get("RAY_TMPDIR")
+        if not tmp:  # a folder of our own, removed (logs and all) when the run ends
+            tmp = tempfile.mkdtemp(prefix="ray", dir="/tmp")
+            atexit.register(_remove_ray_tmp, tmp)
         os.environ["RAY_TMPDIR"] = tmp
         ctx = ray.init(num_cpus=workers or os.cpu_count(), include_dashboard=False,
                        object_store_memory=256 * 1024**2, _temp_dir=tmp, **common)
+    resources = ray.cluster_resources()
     return {"address": address or "local", "ray_version": ray.__version__,
-            "cluster_cpus": ray.cluster_resources().get("CPU", 0),
+            "cluster_cpus": resources.get("CPU", 0), "cluster_gpus": resources.get("GPU", 0),
+            "nodes": sum(1 for n in ray.nodes() if n.get("Alive")),
             "node": getattr(ctx, "address_info", {}).get("node_ip_address", "")}
+
+
+def _remove_ray_tmp(tmp: str) -> None:
+    import ray
+
+    ray.shutdown()
+    shutil.rmtree(tmp, ignore_errors=True)
+
+
+def worker_env(environ) -> dict:
+    """What every worker, on any node, must see as the driver does: the cache locations, the
+    harness's own settings (CTRLREC_*) and offline mode. API keys are not passed: a remote
+    backend reads its key where it runs, and keys never enter task configs, caches or logs."""
+    keep = ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "HF_HOME")
+    return {k: v for k, v in environ.items() if k.startswith("CTRLREC_") or k in keep}
+
+
+def placement(step: Step, max_cpus: int, max_gpus: float) -> tuple[int, float]:
+    """The CPUs and GPUs a step asks Ray for: never more than the cluster has (a request that
+    no node can meet would wait forever); GPU requests become CPU-only where there is no GPU,
+    so the same suite runs on a laptop and on a GPU cluster."""
+    cpus = min(step.cpus, max_cpus)
+    gpus = min(step.gpus, max_gpus) if max_gpus > 0 else 0.0
+    return cpus, gpus
+
+
+def resource_plan(plan: list[Step], cache: StageCache, ray_info: dict, workers: int) -> list[str]:
+    """A few lines for the start of a run: the cluster, and what the steps to run will ask for."""
+    cpus, gpus = int(ray_info.get("cluster_cpus") or 0), float(ray_info.get("cluster_gpus") or 0)
+    todo = [s for s in plan if not cache.has(s.stage, s.key)]
+    lines = [f"resources: {ray_info.get('nodes', 1)} node(s), {cpus} CPU, {gpus:g} GPU "
+             f"({ray_info.get('address', 'local')}); {len(plan)} steps, {len(plan) - len(todo)} "
+             f"cached, {len(todo)} to run, at most {workers} at once"]
+    groups: dict[tuple, list[str]] = {}
+    for s in todo:
+        groups.setdefault(placement(s, max(cpus, 1), gpus), []).append(s.label)
+    for (c, g), labels in sorted(groups.items()):
+        names = ", ".join(labels[:4]) + (f", … (+{len(labels) - 4})" if len(labels) > 4 else "")
+        lines.append(f"  {len(labels)} × {c} CPU{f' + {g:g} GPU' if g else ''}: {names}")
+    wanted_gpu = [s.label for s in todo if s.gpus > 0]
+    if wanted_gpu and gpus == 0:
+        lines.append(f"  no GPU in the cluster: {', '.join(wanted_gpu[:3])} "
+                     f"{'run' if len(wanted_gpu) > 1 else 'runs'} on CPU")
+    return lines
 
 
 def _execute(fn_path: str, threads: int, config: dict, *inputs):
@@ -65,8 +118,10 @@ def _execute(fn_path: str, threads: int, config: dict, *inputs):
     fn = getattr(importlib.import_module(module), name)
     t0 = time.perf_counter()
     out = fn(config, *inputs)
+    import ray
+
     return out, {"seconds": round(time.perf_counter() - t0, 3), "host": socket.gethostname(),
-                 "pid": os.getpid()}
+                 "node_id": ray.get_runtime_context().get_node_id(), "pid": os.getpid()}
 
 
 def run_plan(plan: list[Step], cache: StageCache, workers: int, want: set[str],
@@ -74,16 +129,29 @@ def run_plan(plan: list[Step], cache: StageCache, workers: int, want: set[str],
     """Execute the plan; return the artefacts of the steps whose labels are in `want`."""
     import ray
 
-    remote = ray.remote(num_cpus=1, max_retries=1)(_execute)
-    max_cpus = max(1, int(ray.cluster_resources().get("CPU", 1)))
+    # A task whose worker process or node dies is run again (up to 3 times); an exception raised
+    # by the stage itself is not retried: it would only fail the same way.
+    remote = ray.remote(num_cpus=1, max_retries=3)(_execute)
+    resources = ray.cluster_resources()
+    max_cpus = max(1, int(resources.get("CPU", 1)))
+    max_gpus = float(resources.get("GPU", 0))
     by_label = {s.label: s for s in plan}
     result = RunResult()
     done: set[str] = set()
     refs: dict[str, ray.ObjectRef] = {}
+    repaired: dict[str, str] = {}
     for s in plan:
         if cache.has(s.stage, s.key):
-            done.add(s.label)
-            result.timings[s.label] = {"cached": True, **cache.meta(s.stage, s.key).get("timing", {})}
+            problem = cache.verify(s.stage, s.key)
+            if problem is None:
+                done.add(s.label)
+                result.timings[s.label] = {"cached": True,
+                                           **cache.meta(s.stage, s.key).get("timing", {})}
+                continue
+            print(f"warning: stage cache entry of {s.label} ({cache.folder(s.stage, s.key)}) is "
+                  f"corrupt: {problem}; removed, recomputing", file=sys.stderr, flush=True)
+            cache.discard(s.stage, s.key)
+            repaired[s.label] = problem
     todo = [s for s in plan if s.label not in done]
 
     def inputs_of(step):
@@ -94,7 +162,7 @@ def run_plan(plan: list[Step], cache: StageCache, workers: int, want: set[str],
         return [refs[d] for d in step.deps]
 
     inflight: dict = {}
-    failures = []
+    failures, causes = [], []
     # tqdm_ray also in the driver, so its bar and the workers' bars share one set of lines.
     from ray.experimental import tqdm_ray
     bar = tqdm_ray.tqdm(total=len(plan), desc=f"stages ({len(done)} cached)")
@@ -103,8 +171,8 @@ def run_plan(plan: list[Step], cache: StageCache, workers: int, want: set[str],
         for s in [s for s in todo if all(d in done for d in s.deps)]:
             if len(inflight) >= workers or failures:
                 break
-            cpus = min(s.cpus, max_cpus)
-            ref = remote.options(name=s.label, num_cpus=cpus, num_gpus=s.gpus).remote(
+            cpus, gpus = placement(s, max_cpus, max_gpus)
+            ref = remote.options(name=s.label, num_cpus=cpus, num_gpus=gpus).remote(
                 s.fn, cpus, s.config, *inputs_of(s))
             inflight[ref] = (s, time.monotonic())
             todo.remove(s)
@@ -118,6 +186,7 @@ def run_plan(plan: list[Step], cache: StageCache, workers: int, want: set[str],
                 out, timing = ray.get(ref)
             except Exception as exc:  # keep going for the others; report at the end
                 failures.append(f"{s.label}: {_first_line(exc)}")
+                causes.append(type(getattr(exc, "cause", None) or exc).__name__)
                 continue
             timing["wall_seconds"] = round(time.monotonic() - started, 3)
             cache.save(s.stage, s.key, out, {"label": s.label, "config": s.config,
@@ -126,6 +195,8 @@ def run_plan(plan: list[Step], cache: StageCache, workers: int, want: set[str],
                 refs[s.label] = ray.put(out)
             done.add(s.label)
             result.timings[s.label] = {"cached": False, **timing}
+            if s.label in repaired:
+                result.timings[s.label]["repaired_cache_entry"] = repaired[s.label]
             if s.label in want:
                 result.outputs[s.label] = out
             bar.update(1)
@@ -134,10 +205,11 @@ def run_plan(plan: list[Step], cache: StageCache, workers: int, want: set[str],
                 ray.cancel(ref, force=True)
                 inflight.pop(ref)
                 failures.append(f"{s.label}: no result after {task_timeout:.0f} s (cancelled)")
+                causes.append("TimeoutError")
     bar.close()
     if failures:
         raise StageFailed(f"{len(failures)} stage(s) failed (finished stages are cached; "
-                          f"rerun to resume): " + "; ".join(failures))
+                          f"rerun to resume): " + "; ".join(failures), causes)
     for label in want - set(result.outputs):
         s = by_label[label]
         result.outputs[label] = cache.load(s.stage, s.key)

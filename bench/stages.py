@@ -300,10 +300,11 @@ def judge_stage(cfg: dict, ds: dict, req: dict, *sweeps: dict) -> dict:
 
 # ---------------------------------------------------------------- distillation
 
-def train_requests_stage(cfg: dict) -> dict:
+def train_requests_stage(cfg: dict, ds: dict | None = None) -> dict:
     """Training requests written by the LLM, `n` per answer as JSONL. Each round writes `parallel`
     batches at once (different seeds), all shown the requests of earlier rounds. Template genre
-    requests are removed, so that no evaluation request of the template generator is trained on."""
+    requests are removed, so that no evaluation request of the template generator is trained on.
+    With `own`, requests of the suite's own kind are added (see `own_kind_requests`)."""
     from ctrlrec.distill import parse_jsonl_requests
     from ctrlrec.llm.backends import render
     from ctrlrec.llm.prompts import train_requests_chat
@@ -328,7 +329,37 @@ def train_requests_stage(cfg: dict) -> dict:
                     rows.append((r, rnd, b))
     df = pd.DataFrame(rows, columns=["request", "round", "batch"])
     df["kind"] = [request_kind(t) for t in df.request]
-    return {"train_requests": df, "stats": llm_stats(cached, cfg["batches"])}
+    stats = llm_stats(cached, cfg["batches"])
+    if cfg.get("own"):
+        own = own_kind_requests(cfg["own"], ds, cached, tokenizer, exclude=set(seen) | templates)
+        df = pd.concat([df, own], ignore_index=True)
+        stats["own_requests"] = len(own)
+    return {"train_requests": df, "stats": stats}
+
+
+def own_kind_requests(own: dict, ds: dict, cached, tokenizer, exclude: set) -> pd.DataFrame:
+    """Training requests of the suite's own kind, kept apart from the evaluation requests: genre
+    requests in the training phrasings (never the evaluation templates), or open-ended requests
+    that the LLM writes for users outside the evaluated set. Marked `suite_<kind>` for the
+    per-kind check."""
+    from ctrlrec import requests as R
+    from ctrlrec.llm.backends import render
+
+    if own["kind"] == "genre":
+        texts = R.training_genre_requests(own["n"], own["seed"])
+    else:
+        split = split_of(ds)
+        evaluated = set(evaluated_users(split.user_ids, own["users"], own["seed"]).tolist())
+        others = np.array([u for u in split.user_ids if u not in evaluated])
+        rng = np.random.default_rng(own["seed"] + 1)
+        users = np.sort(rng.choice(others, min(own["n"], len(others)), replace=False))
+        df = R.llm_open_requests(cached, lambda chat: render(tokenizer, chat), split, ds["items"],
+                                 users, seed=own["seed"], part=own["history_from"],
+                                 unique=own["unique"])
+        texts = df.text[df.source == "llm"].tolist()  # fallbacks are template text: left out
+    texts = [t for t in dict.fromkeys(texts) if t not in exclude]
+    return pd.DataFrame({"request": texts, "round": -1, "batch": -1,
+                         "kind": f"suite_{own['kind']}"})
 
 
 def request_kind(text: str) -> str:
@@ -377,7 +408,7 @@ def teacher_labels_stage(cfg: dict, ds: dict, train_req: dict, emb: dict) -> dic
 def student_stage(cfg: dict, ds: dict, labels: dict) -> dict:
     """Fine-tune the two towers on the teacher labels; hold out whole requests for the check."""
     from ctrlrec.distill import TrainConfig, TwoTower, correlations, predict_pairs, train
-    from ctrlrec.embeddings import resolve_model
+    from ctrlrec.embeddings import needs_remote_code, resolve_model
 
     df = labels["labels"]
     df = df[df.mass >= cfg["mass_threshold"]]
@@ -391,7 +422,8 @@ def student_stage(cfg: dict, ds: dict, labels: dict) -> dict:
     import torch
 
     towers = TwoTower(resolve_model(cfg["model"]),
-                      device="cuda" if torch.cuda.is_available() else "cpu")
+                      device="cuda" if torch.cuda.is_available() else "cpu",
+                      trust_remote_code=needs_remote_code(cfg["model"]))
     before = predict_pairs(towers, df[is_val])
     tcfg = TrainConfig(epochs=cfg["epochs"], lr=cfg["lr"], rank_loss=cfg["rank_loss"],
                        seed=cfg["seed"])
@@ -412,9 +444,10 @@ def student_stage(cfg: dict, ds: dict, labels: dict) -> dict:
 def distilled_values_stage(cfg: dict, student: dict, req: dict, split_info: dict | None = None) -> dict:
     """v = f(r)·g(i): one request embedding per request and one matrix product; no LLM call."""
     from ctrlrec.distill import TwoTower
-    from ctrlrec.embeddings import resolve_model
+    from ctrlrec.embeddings import needs_remote_code, resolve_model
 
-    towers = TwoTower(resolve_model(cfg["model"])).load_bytes(student["towers"])
+    towers = TwoTower(resolve_model(cfg["model"]),
+                      trust_remote_code=needs_remote_code(cfg["model"])).load_bytes(student["towers"])
     texts = req["requests"].text.tolist()
     unique, inverse = np.unique(np.asarray(texts, dtype=object), return_inverse=True)
     values = (towers.embed_requests(list(unique)) @ student["item_emb"].T)[inverse]

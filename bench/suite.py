@@ -17,14 +17,19 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 
 class SuiteError(ValueError):
-    """A suite file or override is invalid; the message is one line."""
+    """A suite file or override is invalid; the message is one line (whitespace, newlines
+    included, is folded into single spaces whatever the source of the text)."""
+
+    def __init__(self, message: str):
+        super().__init__(" ".join(str(message).split()))
 
 
 WFloat = Annotated[float, Field(ge=0, le=1)]
+MAX_WS = 10_000  # w values in a range: a tiny step must not expand into a grid without end
 
 
 class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 class LLMCfg(Strict):
@@ -38,6 +43,8 @@ class LLMCfg(Strict):
     prefix_reuse: bool = True
     base_url: str | None = None                  # openai: e.g. http://127.0.0.1:8000/v1
     api_key_env: str = "OPENAI_API_KEY"          # openai: the variable holding the key
+    retries: Annotated[int, Field(ge=0, le=20)] = 3      # openai: tries after the first, backoff
+    timeout: Annotated[float, Field(gt=0)] = 120.0       # openai: seconds per request
     tensor_parallel_size: Annotated[int, Field(ge=1)] = 1   # vllm
     gpu_memory_utilization: Annotated[float, Field(gt=0, le=1)] = 0.85  # vllm
 
@@ -128,6 +135,9 @@ class DistillCfg(Strict):
     epochs: Annotated[int, Field(ge=1)] = 2
     lr: Annotated[float, Field(gt=0)] = 3e-5
     rank_loss: Annotated[float, Field(ge=0)] = 1.0   # measured: Spearman 0.69 -> 0.75
+    # + requests of the suite's own kind: genre requests in training phrasings (never the
+    # evaluation templates), or open-ended requests written for users outside the evaluated set
+    own_requests: Annotated[int, Field(ge=0)] = 0
     threads: Annotated[int, Field(ge=1)] = 2        # CPU threads of the training task
     num_gpus: Annotated[float, Field(ge=0)] = 0     # Ray GPUs of the training task
 
@@ -159,6 +169,8 @@ class Range(Strict):
     def ordered(self):
         if self.stop < self.start:
             raise ValueError(f"stop {self.stop} is below start {self.start}")
+        if (self.stop - self.start) / self.step > MAX_WS:
+            raise ValueError(f"step {self.step} gives more than {MAX_WS} w values")
         return self
 
     def values(self) -> list[float]:
@@ -273,8 +285,12 @@ def _one_line(source: str, err: ValidationError, raw: dict) -> str:
             msg = f"unknown key{hint}; allowed: {', '.join(allowed)}"
     value = e.get("input")
     shown = "" if e["type"] in ("missing", "extra_forbidden") or isinstance(value, dict) \
-        else f" (got {value!r})"
+        else f" (got {_short(repr(value))})"
     return f"{source}: {key}: {msg}{shown}"
+
+
+def _short(text: str, n: int = 80) -> str:
+    return text if len(text) <= n else text[:n - 1] + "…"
 
 
 def _allowed_keys(loc: tuple) -> list[str]:
@@ -303,20 +319,34 @@ def parse_override(text: str) -> tuple[list[str], object]:
     if "=" not in text:
         raise SuiteError(f"--set {text!r}: expected KEY=VALUE, e.g. engagement.epochs=5")
     key, value = text.split("=", 1)
-    return key.strip().split("."), yaml.safe_load(value)
+    try:
+        return key.strip().split("."), yaml.safe_load(value)
+    except (yaml.YAMLError, RecursionError) as exc:
+        problem = getattr(exc, "problem", None) or type(exc).__name__
+        raise SuiteError(f"--set {_short(repr(text))}: the value is not valid YAML ({problem})") \
+            from None
 
 
 def load_suite(path: str | Path, overrides: list[str] = ()) -> Suite:
     path = Path(path)
     source = str(path)
     try:
-        raw = yaml.safe_load(path.read_text())
+        raw = yaml.safe_load(path.read_bytes().decode("utf-8"))
     except FileNotFoundError:
         raise SuiteError(f"{source}: no such file") from None
+    except IsADirectoryError:
+        raise SuiteError(f"{source}: a folder, not a suite file") from None
+    except OSError as exc:
+        raise SuiteError(f"{source}: cannot read it ({exc.strerror or exc})") from None
+    except UnicodeDecodeError as exc:
+        raise SuiteError(f"{source}: not UTF-8 text (byte {exc.start})") from None
+    except RecursionError:
+        raise SuiteError(f"{source}: nested too deeply") from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" line {mark.line + 1}" if mark else ""
-        raise SuiteError(f"{source}:{where}: not valid YAML ({getattr(exc, 'problem', exc)})") from None
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise SuiteError(f"{source}:{where}: not valid YAML ({_short(problem)})") from None
     if not isinstance(raw, dict):
         raise SuiteError(f"{source}: expected a mapping of keys at the top level")
     for text in overrides:

@@ -28,19 +28,84 @@ def bootstrap_ci(values: np.ndarray, n_boot: int = 1000, seed: int = 0) -> tuple
     return float(lo), float(hi)
 
 
+def best_columns(per_user: pd.DataFrame, sat: str, k: int) -> dict:
+    """(method, context, aggregation) -> (best w, per-user satisfaction there): the w with the
+    highest mean satisfaction at k, the smallest w on ties."""
+    best = {}
+    for key, mat in _per_user_matrix(per_user, sat, k).items():
+        means = mat.mean(axis=0)
+        w = float(means[means == means.max()].index.min())
+        best[key] = (w, mat[w])
+    return best
+
+
+def sign_flip_p(diff: np.ndarray, n_perm: int = 10000, seed: int = 0) -> float:
+    """Two-sided p-value of a paired randomisation test: under the null each user's difference
+    is equally likely to have either sign, so flip signs at random and count means at least as
+    far from 0 as the observed one (with the +1 correction, never exactly 0)."""
+    diff = np.asarray(diff, float)
+    diff = diff[~np.isnan(diff)]
+    if len(diff) == 0:
+        return float("nan")
+    observed = abs(diff.mean())
+    if observed == 0:
+        return 1.0
+    rng = np.random.default_rng(seed)
+    signs = rng.choice(np.array([-1.0, 1.0]), size=(n_perm, len(diff)))
+    extreme = (np.abs((signs * diff).mean(axis=1)) >= observed - 1e-12).sum()
+    return float((extreme + 1) / (n_perm + 1))
+
+
+def paired_comparisons(per_user: pd.DataFrame, sat: str, k: int, n_boot: int = 1000,
+                       seed: int = 0) -> pd.DataFrame:
+    """Every pair of methods within a context and aggregation, each at its own best w: mean
+    paired difference of satisfaction over the common users, its 95% bootstrap interval and a
+    sign-flip p-value. The best w is picked on the same users, so the intervals are optimistic
+    for the method whose curve is noisier."""
+    best = best_columns(per_user, sat, k)
+    rows = []
+    groups: dict[tuple, list[str]] = {}
+    for method, ctx, agg in best:
+        groups.setdefault((ctx, agg), []).append(method)
+    for (ctx, agg), methods in sorted(groups.items()):
+        methods = sorted(methods)
+        for i, a in enumerate(methods):
+            for b in methods[i + 1:]:
+                (wa, ca), (wb, cb) = best[(a, ctx, agg)], best[(b, ctx, agg)]
+                common = ca.dropna().index.intersection(cb.dropna().index)
+                diff = (ca[common] - cb[common]).to_numpy()
+                lo, hi = bootstrap_ci(diff, n_boot, seed)
+                rows.append({"context": ctx, "aggregation": agg, "k": k, "method_a": a,
+                             "w_a": wa, "method_b": b, "w_b": wb,
+                             "diff": float(diff.mean()) if len(diff) else float("nan"),
+                             "ci_low": lo, "ci_high": hi, "p_value": sign_flip_p(diff, seed=seed),
+                             "n_users": len(common)})
+    return pd.DataFrame(rows, columns=["context", "aggregation", "k", "method_a", "w_a",
+                                       "method_b", "w_b", "diff", "ci_low", "ci_high", "p_value",
+                                       "n_users"])
+
+
+def context_table(t1: pd.DataFrame) -> pd.DataFrame:
+    """Best satisfaction (and its w) per method × context, one row per method, aggregation and k,
+    from Table 1."""
+    rows = []
+    for (method, agg, k), g in t1.groupby(["method", "aggregation", "k"], sort=True):
+        row = {"method": method, "aggregation": agg, "k": int(k)}
+        for r in g.itertuples(index=False):
+            row[f"{r.context}"] = (f"{r.max_satisfaction:.3f} [{r.ci_low:.3f}, {r.ci_high:.3f}]"
+                                   f" at w={r.w_control:g}")
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
 def table1(per_user: pd.DataFrame, sat: str, k: int, baseline: str = "untrained",
            n_boot: int = 1000, seed: int = 0) -> pd.DataFrame:
     """Per method: max satisfaction over w (smallest w on ties), its 95% bootstrap interval,
     the w, % vs the baseline method's maximum (same context and aggregation), the engagement
     metrics there, and a paired bootstrap interval of the difference to the baseline (both at their
     own best w, over the same users)."""
-    sats = _per_user_matrix(per_user, sat, k)
+    best = best_columns(per_user, sat, k)
     eng = {m: _per_user_matrix(per_user, m, k) for m in ("precision", "recall", "ndcg")}
-    best = {}
-    for key, mat in sats.items():
-        means = mat.mean(axis=0)
-        w = float(means[means == means.max()].index.min())
-        best[key] = (w, mat[w])
     rows = []
     for key, (w, col) in best.items():
         base = best.get((baseline, key[1], key[2])) or best.get((baseline, "none", key[2]))
@@ -99,25 +164,32 @@ def pareto_summary(cells: pd.DataFrame, sat: str, k: int,
 
 def plot_pareto(cells: pd.DataFrame, sat: str, k: int, path, engagement=("precision", "recall",
                                                                         "ndcg")) -> None:
+    """Satisfaction against each engagement metric at k: every w faint, the non-dominated w
+    values connected (the paper's Figures 7-9)."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    wide = cells[cells.k == k].pivot_table(index=KEYS + ["w_control"], columns="metric",
-                                           values="mean").reset_index().dropna(subset=[sat])
-    fig, axes = plt.subplots(1, len(engagement), figsize=(5 * len(engagement), 4.2), squeeze=False)
+    from .report import metric_label, plot_series
+
+    data, label = plot_series(cells[cells.k == k])
+    wide = data.pivot_table(index=KEYS + ["w_control"], columns="metric",
+                            values="mean").reset_index().dropna(subset=[sat])
+    fig, axes = plt.subplots(1, len(engagement), figsize=(5 * len(engagement), 4.4),
+                             squeeze=False)
     for ax, m in zip(axes[0], engagement):
         for n, (key, g) in enumerate(wide.groupby(KEYS)):
             x, y = g[m].to_numpy(), g[sat].to_numpy()
             color = f"C{n}"
             ax.scatter(x, y, s=10, color=color, alpha=0.25)
             idx = pareto_front(x, y)
-            ax.plot(x[idx], y[idx], marker="o", ms=3, color=color, label=" / ".join(key))
-        ax.set_xlabel(f"{m}@{k}")
-        ax.set_ylabel(f"{sat.replace('_', ' ')}@{k}")
+            ax.plot(x[idx], y[idx], marker="o", ms=3, color=color, label=label(*key))
+        ax.set_xlabel(metric_label(m, k) + "  (engagement, higher is better)", fontsize=9)
+        ax.set_ylabel(metric_label(sat, k), fontsize=9)
         ax.grid(alpha=0.3)
     axes[0][0].legend(fontsize=7)
-    fig.suptitle(f"Pareto frontiers: request satisfaction vs engagement (k={k}); faint: all w")
+    fig.suptitle(f"Pareto frontiers: request satisfaction vs engagement (k={k}); "
+                 "faint points: every w_control")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)

@@ -9,6 +9,8 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 from scipy import stats
@@ -51,14 +53,16 @@ def correlations(pred: np.ndarray, teacher: np.ndarray) -> dict:
 class TwoTower:
     """f (requests) and g (items): separate copies of one sentence-transformers model."""
 
-    def __init__(self, model_path: str, device: str = "cpu"):
+    def __init__(self, model_path: str, device: str = "cpu", trust_remote_code: bool = False):
         import torch
         from sentence_transformers import SentenceTransformer
 
         self.torch = torch
         self.device = device
-        self.f = SentenceTransformer(model_path, device=device, local_files_only=True)
-        self.g = SentenceTransformer(model_path, device=device, local_files_only=True)
+        opts = {"local_files_only": Path(model_path).exists(),  # a hub id where a hub is reachable
+                "trust_remote_code": trust_remote_code}
+        self.f = SentenceTransformer(model_path, device=device, **opts)
+        self.g = SentenceTransformer(model_path, device=device, **opts)
         # affine map from cosine similarity to the [0, 1] label scale (ranking ignores it)
         self.scale = torch.nn.Parameter(torch.tensor(2.0, device=device))
         self.bias = torch.nn.Parameter(torch.tensor(0.0, device=device))

@@ -27,6 +27,25 @@ TEMPLATES = (
     "Next I want to see a really good {g} film.",
 )
 
+# Phrasings for *training* requests of the genre kind (the distilled method's `own_requests`):
+# deliberately unlike TEMPLATES, so no evaluation request is ever trained on.
+TRAIN_TEMPLATES = (
+    "Recommend a {g} picture for this evening.",
+    "What {g} titles should I queue up?",
+    "Put some {g} films at the top of my list.",
+    "I feel like {g} today; any suggestions?",
+    "My friends want {g}. What should we pick?",
+    "Give me your best {g} recommendations.",
+)
+
+
+def training_genre_requests(n: int, seed: int = 0) -> list[str]:
+    """n distinct genre requests in the training phrasings (at most phrasings × genres),
+    drawn without replacement in a seeded order."""
+    texts = [t.format(g=p) for t in TRAIN_TEMPLATES for p in GENRE_PHRASES.values()]
+    order = np.random.default_rng(seed).permutation(len(texts))
+    return [texts[i] for i in order[:n]]
+
 
 def pick_genres(split: Split, item_genres: pd.DataFrame, user_ids: np.ndarray,
                 strategy: str = "lift", min_liked: int = 2) -> np.ndarray:

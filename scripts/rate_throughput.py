@@ -19,17 +19,8 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-ARCHS = {  # transformers LlamaConfig / Qwen2Config fields of the real models
-    "llama-3.1-8b": ("llama", dict(hidden_size=4096, intermediate_size=14336, num_hidden_layers=32,
-                                   num_attention_heads=32, num_key_value_heads=8,
-                                   rope_theta=500000.0, max_position_embeddings=8192)),
-    "qwen2.5-1.5b": ("qwen2", dict(hidden_size=1536, intermediate_size=8960, num_hidden_layers=28,
-                                   num_attention_heads=12, num_key_value_heads=2,
-                                   max_position_embeddings=8192, tie_word_embeddings=True)),
-    "tiny": ("qwen2", dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2,
-                           num_attention_heads=4, num_key_value_heads=2,
-                           max_position_embeddings=2048)),
-}
+from bench.throughput import LLM_ARCHS as ARCHS  # noqa: E402  (the real models' shapes)
+
 REQUESTS = ["I'm in the mood for a horror movie tonight.",
             "Could you find me a good crime film to watch next?",
             "I want a funny movie to watch with my kids.",

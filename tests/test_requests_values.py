@@ -53,3 +53,39 @@ def test_missing_packaged_model_gets_a_clear_error(monkeypatch):
     monkeypatch.setitem(embeddings.PACKAGED, "nope", ("nope-pkg", "nope_module", "f"))
     with pytest.raises(RuntimeError, match="pip install nope-pkg"):
         embeddings.resolve_model("nope")
+
+
+def test_training_genre_requests_never_match_the_evaluation_templates():
+    from ctrlrec.requests import GENRE_PHRASES, TEMPLATES, training_genre_requests
+    evaluation = {t.format(g=p) for t in TEMPLATES for p in GENRE_PHRASES.values()}
+    texts = training_genre_requests(500, seed=3)
+    assert len(texts) == len(set(texts)) == 72       # 6 phrasings × 12 genres, no more
+    assert not set(texts) & evaluation
+    assert training_genre_requests(10, seed=3) == texts[:10]
+
+
+def test_split_package_joins_parts_in_order_and_checks_the_digest(tmp_path, monkeypatch):
+    """The assembler over installed parts (modules exposing get_part_path), built here."""
+    import hashlib
+    import sys
+
+    from ctrlrec.packaged import PackageError, SplitPackage, assemble
+    chunks = [b"first-", b"second-", b"third"]
+    for i, data in enumerate(chunks, 1):
+        pkg = tmp_path / f"tinyparts_{i}"
+        pkg.mkdir()
+        (pkg / "part.bin").write_bytes(data)
+        (pkg / "__init__.py").write_text(
+            "from pathlib import Path\n"
+            "def get_part_path():\n    return Path(__file__).with_name('part.bin')\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    digest = hashlib.sha256(b"".join(chunks)).hexdigest()
+    spec = SplitPackage("tinyparts-{i}", "0", 3, digest[:16], "", "tiny")
+    assemble(spec, tmp_path / "out" / "joined.bin")
+    assert (tmp_path / "out" / "joined.bin").read_bytes() == b"first-second-third"
+    bad = SplitPackage("tinyparts-{i}", "0", 3, "0" * 16, "", "tiny")
+    with pytest.raises(PackageError, match="sha256"):
+        assemble(bad, tmp_path / "out" / "bad.bin")
+    assert not (tmp_path / "out" / "bad.bin").exists()
+    for i in range(1, 4):
+        sys.modules.pop(f"tinyparts_{i}", None)

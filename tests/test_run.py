@@ -38,7 +38,8 @@ def runs(tmp_path_factory):
 def test_outputs_exist_and_are_sane(runs):
     d = runs["two"]
     for f in ("cells.parquet", "recommendations.parquet", "summary.md", "manifest.json",
-              "curves.png", "requests.parquet", "table1.csv", "pareto_k5.png", "pareto_k10.png"):
+              "curves.png", "requests.parquet", "table1.csv", "pareto_k5.png", "pareto_k10.png",
+              "per_user.parquet", "report.html", "paired.csv"):
         assert (d / f).stat().st_size > 0, f
     cells = pd.read_parquet(d / "cells.parquet")
     assert set(cells.metric) == {"genre_accuracy", "precision", "recall", "ndcg"}
@@ -143,3 +144,72 @@ def test_leaderboard_lists_every_method_of_a_run(runs):
     assert set(df.method) == {"untrained"} and set(df.aggregation) == {"rank", "minmax"}
     assert set(df.k) == {5, 10} and (df.users == 30).all()
     assert "| smoke " in write(root) and (root / "leaderboard.md").exists()
+
+
+def test_bench_show_on_the_smoke_run(runs):
+    """`bench show` from the run's cached stages: one table per w with k rows; w=0 is the
+    engagement order, w=1 the request order; an unknown user is one line and exit 2."""
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    cmd = [sys.executable, "-m", "bench.cli", "show", "--run", str(runs["two"]), "--user", "196",
+           "--request", "a good movie for a fun night with my 8 year old kids", "--w", "0,1",
+           "--k", "4"]
+    p = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=repo, timeout=300)
+    assert p.returncode == 0, p.stderr[-2000:]
+    sections = p.stdout.split("### w_control = ")[1:]
+    assert [s.split()[0] for s in sections] == ["0", "1"]
+    for s, col in zip(sections, ("engagement rank", "request rank")):
+        rows = [line for line in s.splitlines() if line.startswith("|") and "---" not in line]
+        header = [c.strip() for c in rows[0].strip("|").split("|")]
+        assert header == ["#", "title", "genres", "request rank", "engagement rank",
+                          "combined score"]
+        body = [[c.strip() for c in r.strip("|").split("|")] for r in rows[1:]]
+        assert len(body) == 4
+        assert [int(r[header.index(col)]) for r in body] == [1, 2, 3, 4]
+    bad = subprocess.run(cmd[:7] + ["99999"] + cmd[8:], capture_output=True, text=True, env=env,
+                         cwd=repo, timeout=300)
+    assert bad.returncode == 2 and len(bad.stderr.strip().splitlines()) == 1
+    assert "no such user" in bad.stderr
+
+
+
+@pytest.fixture
+def ray_cluster(monkeypatch):
+    """A real three-node Ray cluster on this machine (head + 2 workers, 1 CPU each), with its own
+    temp folder so that no other Ray user on the machine finds it."""
+    import shutil
+    import tempfile
+
+    tmp = tempfile.mkdtemp(prefix="rc", dir="/tmp")  # short: Ray puts sockets there
+    monkeypatch.setenv("RAY_TMPDIR", tmp)
+    from ray.cluster_utils import Cluster
+
+    node = dict(num_cpus=1, object_store_memory=100 * 1024**2)
+    cluster = Cluster(initialize_head=True, head_node_args={**node, "include_dashboard": False})
+    for _ in range(2):
+        cluster.add_node(**node)
+    cluster.wait_for_nodes()
+    yield cluster
+    cluster.shutdown()
+    shutil.rmtree(tmp, ignore_errors=True)
+
+
+def test_multi_node_cluster_gives_the_single_node_results(runs, ray_cluster, tmp_path):
+    """`--address` of a 3-node cluster: tasks land on several nodes; results equal, bit for bit,
+    the single-node run of the same suite (outputs travel back to the driver, which caches)."""
+    repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    p = bench("run", os.path.join(repo, "suites", "smoke.yaml"), "--address", ray_cluster.address,
+              "--out", str(tmp_path / "out"), "--run-id", "r", cache=tmp_path / "cache", cwd=repo)
+    assert p.returncode == 0, p.stderr[-3000:]
+    assert "resources: 3 node(s), 3 CPU" in p.stdout
+    d = tmp_path / "out" / "smoke" / "r"
+    m = json.loads((d / "manifest.json").read_text())
+    assert m["ray"]["nodes"] == 3 and m["ray"]["workers"] == 3
+    nodes = {t["node_id"] for t in m["stages"].values()}
+    assert len(nodes) > 1, nodes
+    one = runs["two"]
+    pd.testing.assert_frame_equal(pd.read_parquet(one / "cells.parquet"),
+                                  pd.read_parquet(d / "cells.parquet"))
+    a, b = pd.read_parquet(one / "recommendations.parquet"), pd.read_parquet(d / "recommendations.parquet")
+    pd.testing.assert_frame_equal(a.drop(columns="items"), b.drop(columns="items"))
+    assert all(np.array_equal(x, y) for x, y in zip(a["items"], b["items"]))

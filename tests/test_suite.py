@@ -1,4 +1,5 @@
 import textwrap
+from pathlib import Path
 
 import pytest
 
@@ -27,8 +28,10 @@ def error_of(tmp_path, body, overrides=()):
 
 def test_shipped_suites_are_valid():
     import glob
+    from bench.throughput import load_config
     for path in glob.glob("suites/**/*.yaml", recursive=True):
-        load_suite(path)
+        # throughput suites have their own schema (bench throughput)
+        (load_config if Path(path).stem == "throughput" else load_suite)(path)
     genre = load_suite("suites/genre.yaml")
     assert genre.users == "all" and len(genre.ws()) == 21 and genre.k == [5, 10]
     assert genre.ws()[0] == 0.0 and genre.ws()[-1] == 1.0 and 0.05 in genre.ws()
@@ -98,3 +101,18 @@ def test_backend_and_request_rules(tmp_path):
     assert "'hf'" in msg and "'vllm'" in msg and "'openai'" in msg
     msg = error_of(tmp_path, BASE + "judge: {k: [20]}\n")
     assert "judge.k" in msg
+
+
+def test_own_requests_enter_the_plan_only_when_asked(tmp_path):
+    from bench.plan import build_plan
+    suite = Path(__file__).parent.parent / "suites" / "genre_direct.yaml"
+    base = load_suite(suite)
+    more = load_suite(suite, ["methods.2.distill.own_requests=30"])
+    plain, own = ({s.label: s for s in build_plan(x, 150)} for x in (base, more))
+    assert "own" not in plain["train_requests"].config and plain["train_requests"].deps == []
+    assert own["train_requests"].config["own"] == {"n": 30, "kind": "genre", "users": 150,
+                                                   "seed": 0}
+    assert own["train_requests"].deps == ["dataset"]
+    changed = {k for k in plain if plain[k].key != own[k].key}
+    assert changed == {"train_requests", "teacher_labels", "student", "values[distilled]",
+                       *[k for k in plain if k.startswith("sweep[distilled")]}

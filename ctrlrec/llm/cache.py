@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import sqlite3
 import threading
 import time
@@ -21,17 +22,56 @@ def call_key(identity: dict, kind: str, prompt, params: dict) -> str:
     return hashlib.sha256(blob.encode()).hexdigest()
 
 
+class CorruptCache(RuntimeError):
+    pass
+
+
+def check_cache_file(path: str | Path) -> str | None:
+    """Open the cache at `path` and check it (SQLite's quick_check). If it is damaged, move it
+    (and its journal files) aside, so that a fresh cache starts there and the lost answers are
+    recomputed; return one line saying so. None when the file is fine or absent."""
+    path = Path(path)
+    if not path.exists():
+        return None
+    problem = None
+    try:
+        db = sqlite3.connect(path, timeout=120)
+        try:
+            row = db.execute("PRAGMA quick_check(1)").fetchone()
+            if row is None or row[0] != "ok":
+                problem = f"integrity check: {row[0] if row else 'no answer'}"
+            else:
+                db.execute("SELECT COUNT(*) FROM calls").fetchone()
+        finally:
+            db.close()
+    except sqlite3.DatabaseError as exc:
+        problem = str(exc)
+    if problem is None:
+        return None
+    aside = path.with_name(f"{path.name}.corrupt-{int(time.time())}")
+    path.rename(aside)
+    for suffix in ("-wal", "-shm", "-journal"):
+        extra = path.with_name(path.name + suffix)
+        if extra.exists():
+            extra.rename(aside.with_name(aside.name + suffix))
+    return (f"LLM cache {path} is corrupt ({problem}); moved to {aside.name}, starting a fresh "
+            f"one (its answers will be recomputed)")
+
+
 class LLMCache:
     def __init__(self, path: str | Path):
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._lock = threading.Lock()
-        self._db = sqlite3.connect(self.path, timeout=120, isolation_level=None,
-                                   check_same_thread=False)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA busy_timeout=120000")
-        self._db.execute("CREATE TABLE IF NOT EXISTS calls (key TEXT PRIMARY KEY, kind TEXT, "
-                         "value TEXT NOT NULL, created REAL)")
+        try:
+            self._db = sqlite3.connect(self.path, timeout=120, isolation_level=None,
+                                       check_same_thread=False)
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA busy_timeout=120000")
+            self._db.execute("CREATE TABLE IF NOT EXISTS calls (key TEXT PRIMARY KEY, kind TEXT, "
+                             "value TEXT NOT NULL, created REAL)")
+        except sqlite3.DatabaseError as exc:  # `bench run` checks (and sets aside) it first
+            raise CorruptCache(f"LLM cache {self.path}: {exc}") from None
 
     def get_many(self, keys: list[str]) -> dict[str, object]:
         out = {}
@@ -111,7 +151,28 @@ class CachedLLM:
             self.calls += len(batch)
             new = {k: encode(o) if encode else o for (k, _), o in zip(batch, outs)}
             self.cache.put_many(kind, new)
+            _hold_if_asked()
             found.update(new)
             if progress_bar is not None:
                 progress_bar.update(len(batch))
         return found
+
+
+def _hold_if_asked() -> None:
+    """Fault injection for tests/test_faults.py. With CTRLREC_TEST_HOLD=<file>, the first process
+    that commits a batch of answers creates <file> holding its pid and then waits, so that a test
+    can kill that worker (or the driver) at a known point: some answers committed, the stage not
+    finished. Every later process sees the file and carries on."""
+    target = os.environ.get("CTRLREC_TEST_HOLD")
+    if not target:
+        return
+    tmp = f"{target}.{os.getpid()}.tmp"
+    with open(tmp, "w") as f:
+        f.write(str(os.getpid()))
+    try:
+        os.link(tmp, target)  # atomic, and fails if the file exists: one holder only
+    except FileExistsError:
+        return
+    finally:
+        os.unlink(tmp)
+    time.sleep(600)

@@ -39,13 +39,27 @@ class OpenAIBackend:
         self.settings = {**self.identity, "batch_size": batch_size, "top_logprobs": top_logprobs}
 
     def _post(self, payload: dict) -> dict:
-        data = json.dumps(payload).encode()
+        return self._request("completions", payload)
+
+    def check(self) -> None:
+        """Ask the endpoint for its models (GET /models), with the same retries and backoff as
+        every call: an EndpointError if it cannot be reached or rejects the key. A reply of
+        404 still proves a server is listening."""
+        try:
+            self._request("models", None)
+        except EndpointError as exc:
+            if "HTTP 404" not in str(exc):
+                raise
+
+    def _request(self, route: str, payload: dict | None) -> dict:
+        data = None if payload is None else json.dumps(payload).encode()
         headers = {"Content-Type": "application/json"}
         if self._key:
             headers["Authorization"] = f"Bearer {self._key}"
-        last = None
+        last, tries = None, 0
         for attempt in range(self.retries + 1):
-            req = urllib.request.Request(f"{self.base_url}/completions", data=data, headers=headers)
+            req = urllib.request.Request(f"{self.base_url}/{route}", data=data, headers=headers)
+            tries += 1
             try:
                 with urllib.request.urlopen(req, timeout=self.timeout) as resp:
                     return json.loads(resp.read())
@@ -55,10 +69,13 @@ class OpenAIBackend:
                     break  # a client error will not go away by retrying
             except (urllib.error.URLError, TimeoutError, ConnectionError) as exc:
                 last = f"{type(exc).__name__}: {getattr(exc, 'reason', exc)}"
+            except ValueError:  # a proxy's HTML page, a cut-off reply
+                last = "the reply is not JSON"
             if attempt < self.retries:
                 time.sleep(min(2 ** attempt, 30))
-        raise EndpointError(f"{self.base_url}/completions failed after {self.retries + 1} "
-                            f"tries: {last}")
+        last = " ".join(str(last).split())  # one line, whatever the server sent
+        raise EndpointError(f"{self.base_url}/{route} failed after {tries} "
+                            f"{'try' if tries == 1 else 'tries'}: {last}")
 
     def rate(self, prompts: list[RatePrompt]) -> list[Rating]:
         out = []

@@ -1,0 +1,314 @@
+"""Faults during `bench run`: a Ray worker killed mid-stage, the driver interrupted (SIGINT) and
+killed (SIGKILL of its whole process group), a corrupt stage-cache entry. Each run must finish
+with results identical to an uninterrupted run, and no LLM prompt may be answered twice.
+
+The LLM is an `openai` endpoint served from this test process: a fake rater whose digit
+probabilities are a hash of the prompt (so that values, and so rankings, depend on every answer;
+about 10% of answers carry too little mass) and which records every prompt it is asked. The
+fault point is exact: with CTRLREC_TEST_HOLD set, the first process that commits a batch of LLM
+answers writes its pid to that file and waits (ctrlrec/llm/cache.py), and the test strikes then.
+The endpoint needs a key: OPENAI_API_KEY holds a secret that must not appear in any file written."""
+
+import hashlib
+import json
+import math
+import os
+import shutil
+import signal
+import sqlite3
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+SECRET = "sk-test-secret-5f3a9c"
+N_PROMPTS = 280  # 20 users x 14 shortlisted items; users with the same request share prompts,
+# which are answered once, and the LLM cache commits 64 distinct answers at a time
+
+
+class FakeRater:
+    """What `bench serve` needs of a backend; digit log-probabilities from a hash of the prompt."""
+
+    def __init__(self, tokenizer):
+        self.tokenizer = tokenizer
+        self.identity = {"model": "fake-rater"}
+        self.digits = [tokenizer.convert_tokens_to_ids(d) for d in "12345"]
+        self.asked: list[str] = []
+        self.lock = threading.Lock()
+
+    @staticmethod
+    def low_mass(prompt: str) -> bool:
+        return hashlib.sha256(prompt.encode()).digest()[5] < 26
+
+    def top_logprobs(self, texts, n=20):
+        out = []
+        for t in texts:
+            h = hashlib.sha256(t.encode()).digest()
+            w = np.array([h[i] + 1.0 for i in range(5)])
+            p = w / w.sum() * (0.5 if self.low_mass(t) else 0.99)
+            out.append(sorted(((d, math.log(x)) for d, x in zip(self.digits, p)),
+                              key=lambda pair: -pair[1]))
+        with self.lock:
+            self.asked += list(texts)
+        return out
+
+    def generate(self, texts, **_):
+        return ["" for _ in texts]
+
+
+@pytest.fixture(scope="module")
+def endpoint(tokenizer, tmp_path_factory):
+    from bench.serve import make_server
+
+    rater = FakeRater(tokenizer)
+    srv = make_server(rater, "127.0.0.1", 0)
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    tok_dir = tmp_path_factory.mktemp("tok")
+    tokenizer.save_pretrained(tok_dir)  # the chat template, without any weights
+    yield rater, f"http://127.0.0.1:{srv.server_address[1]}/v1", tok_dir
+    srv.shutdown()
+
+
+def suite_file(folder: Path, base_url: str, tok_dir: Path) -> Path:
+    f = folder / "faults.yaml"
+    f.write_text(f"""
+name: faults
+users: 20
+engagement: {{model: popularity}}
+pool: {{kind: shortlist, engagement: 14, untrained: 0}}
+methods:
+  - name: direct
+    llm: {{backend: openai, base_url: "{base_url}", model: fake-rater, tokenizer: "{tok_dir}",
+           batch_size: 8, threads: 1, retries: 1, timeout: 60}}
+w_control: [0.0, 0.25, 0.5, 0.75, 1.0]
+k: [5]
+""")
+    return f
+
+
+RAY_TMPS: list[str] = []
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _remove_ray_temp_folders():
+    yield
+    for d in RAY_TMPS:
+        shutil.rmtree(d, ignore_errors=True)
+
+
+def start(suite: Path, out: Path, cache: Path, run_id: str, hold: Path | None = None):
+    """`bench run` in its own process group and with its own Ray temp folder."""
+    ray_tmp = tempfile.mkdtemp(prefix="rf", dir="/tmp")  # short: Ray puts sockets there
+    RAY_TMPS.append(ray_tmp)
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "RAY_AUTH_MODE": "disabled",
+           "RAY_TMPDIR": ray_tmp, "OPENAI_API_KEY": SECRET}
+    env.pop("CTRLREC_TEST_HOLD", None)
+    if hold is not None:
+        env["CTRLREC_TEST_HOLD"] = str(hold)
+    proc = subprocess.Popen([sys.executable, "-m", "bench.cli", "run", str(suite), "--workers", "2",
+                             "--out", str(out), "--run-id", run_id, "--cache-dir", str(cache)],
+                            cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, start_new_session=True)
+    proc.ray_tmp = ray_tmp
+    return proc
+
+
+def finish(proc, timeout=300):
+    out, err = proc.communicate(timeout=timeout)
+    return proc.returncode, out, err
+
+
+def wait_for(path: Path, proc, timeout=180) -> int:
+    t0 = time.monotonic()
+    while not path.exists():
+        assert proc.poll() is None, f"bench run ended early: {proc.communicate()[1][-2000:]}"
+        assert time.monotonic() - t0 < timeout, "the fault point was never reached"
+        time.sleep(0.2)
+    return int(path.read_text())
+
+
+def leftover_ray_processes(ray_tmp: str, grace: float = 10.0) -> list[int]:
+    """Processes of that run's Ray instance still alive after `grace` seconds (found by the
+    RAY_TMPDIR in their environment); killed here, by pid, and returned."""
+    marker = f"RAY_TMPDIR={ray_tmp}".encode()
+
+    def alive():
+        pids = []
+        for d in Path("/proc").iterdir():
+            if d.name.isdigit() and int(d.name) != os.getpid():
+                try:
+                    if marker in (d / "environ").read_bytes().split(b"\0"):
+                        pids.append(int(d.name))
+                except OSError:
+                    pass
+        return pids
+
+    t0 = time.monotonic()
+    while alive() and time.monotonic() - t0 < grace:
+        time.sleep(0.5)
+    left = alive()
+    for pid in left:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    return left
+
+
+def llm_rows(cache: Path) -> int:
+    db = sqlite3.connect(cache / "llm.sqlite")
+    try:
+        return db.execute("SELECT COUNT(*) FROM calls").fetchone()[0]
+    finally:
+        db.close()
+
+
+def manifest(out: Path, run_id: str) -> dict:
+    return json.loads((out / "faults" / run_id / "manifest.json").read_text())
+
+
+def assert_same_results(a: Path, b: Path):
+    pd.testing.assert_frame_equal(pd.read_parquet(a / "cells.parquet"),
+                                  pd.read_parquet(b / "cells.parquet"))
+    ra, rb = pd.read_parquet(a / "recommendations.parquet"), pd.read_parquet(b / "recommendations.parquet")
+    pd.testing.assert_frame_equal(ra.drop(columns="items"), rb.drop(columns="items"))
+    assert all(np.array_equal(x, y) for x, y in zip(ra["items"], rb["items"]))
+
+
+def assert_no_secret(*roots: Path, texts=()):
+    for text in texts:
+        assert SECRET not in text
+    for root in roots:
+        for f in Path(root).rglob("*"):
+            if f.is_file():
+                assert SECRET.encode() not in f.read_bytes(), f
+
+
+def stage_entries(cache: Path) -> dict[str, int]:
+    return {str(m.parent.relative_to(cache)): m.stat().st_mtime_ns
+            for m in cache.glob("*/*/_meta.json")}
+
+
+@pytest.fixture(scope="module")
+def reference(endpoint, tmp_path_factory):
+    """The uninterrupted run that every faulty run must reproduce."""
+    rater, url, tok_dir = endpoint
+    root = tmp_path_factory.mktemp("ref")
+    suite = suite_file(root, url, tok_dir)
+    rater.asked.clear()
+    code, out, err = finish(start(suite, root / "out", root / "cache", "ref"))
+    assert code == 0, err[-3000:]
+    assert_no_secret(root, texts=(out, err))
+    return {"dir": root / "out" / "faults" / "ref", "suite": suite, "cache": root / "cache",
+            "asked": list(rater.asked), "manifest": manifest(root / "out", "ref")}
+
+
+def test_reference_run_counts_low_mass_answers(reference):
+    stats = reference["manifest"]["llm"]["values[direct,none]"]
+    asked = reference["asked"]
+    assert len(asked) == len(set(asked)) and 192 < len(asked) <= N_PROMPTS  # 4 batches
+    assert stats["prompts"] == N_PROMPTS and stats["llm_calls"] == len(asked)
+    assert stats["cache_hits"] == 0
+    # counted per (user, item) cell, so a prompt that two users share counts twice
+    low = sum(FakeRater.low_mass(p) for p in asked)
+    assert 0 < low <= stats["low_mass"] <= low + (N_PROMPTS - len(asked))
+    assert stats["low_mass_rate"] == pytest.approx(stats["low_mass"] / N_PROMPTS)
+    values = np.load(next((reference["cache"] / "values").glob("*/values.npy")))
+    mass = np.load(next((reference["cache"] / "values").glob("*/mass.npy")))
+    assert ((mass < 0.9).sum() == stats["low_mass"]) and (values[mass < 0.9] == 1.0).all()
+
+
+def test_interrupted_driver_and_killed_worker_resume_without_repeating_work(endpoint, reference,
+                                                                           tmp_path):
+    """One run interrupted at each fault point in turn, each rerun picking up where the last
+    stopped: SIGINT of the driver, then kill -9 of the driver's process group, then (after a
+    finished stage file is damaged on disk) kill -9 of the Ray worker running the LLM stage.
+    The last run completes with the reference results, and the endpoint is asked each prompt
+    exactly once over all runs."""
+    rater, _, _ = endpoint
+    rater.asked.clear()
+    cache, out = tmp_path / "cache", tmp_path / "out"
+    suite = reference["suite"]
+    distinct = len(reference["asked"])
+    assert distinct > 192  # four batches of answers: three fault points, then the rest
+
+    # 1. Ctrl-C once the first 64 answers are committed: a clean stop, exit code 130, one line.
+    proc = start(suite, out, cache, "r1", tmp_path / "hold1")
+    wait_for(tmp_path / "hold1", proc)
+    proc.send_signal(signal.SIGINT)
+    code, _, err = finish(proc, timeout=120)
+    assert code == 130 and "Traceback" not in err, err[-2000:]
+    assert any(line.startswith("interrupted: ") for line in err.replace("\x1b[A", "\n")
+               .splitlines()), err[-2000:]
+    left_after_sigint = leftover_ray_processes(proc.ray_tmp)
+    assert llm_rows(cache) == 64 and len(rater.asked) == 64
+    assert not (out / "faults" / "r1").exists()
+
+    # 2. Rerun; once its first batch is committed (128 answers in all), kill -9 the driver's
+    # whole process group.
+    proc = start(suite, out, cache, "r2", tmp_path / "hold2")
+    wait_for(tmp_path / "hold2", proc)
+    assert llm_rows(cache) == 128 and len(rater.asked) == 128
+    os.killpg(proc.pid, signal.SIGKILL)
+    finish(proc, timeout=60)
+    left_after_kill = leftover_ray_processes(proc.ray_tmp)
+    assert not (out / "faults" / "r2").exists()  # no half-written results folder
+    before = stage_entries(cache)
+    assert "values" not in {k.split("/")[0] for k in before}  # the LLM stage never finished
+
+    # 3. A finished stage file is damaged on disk; rerun, and once the third batch is committed
+    # (192 answers), kill -9 the Ray worker of the LLM stage: Ray runs the task again.
+    pool_entry = next(cache / k for k in before if k.startswith("pool/"))
+    npy = pool_entry / "pool.npy"
+    npy.write_bytes(npy.read_bytes()[:-7])
+    proc = start(suite, out, cache, "r3", tmp_path / "hold3")
+    worker = wait_for(tmp_path / "hold3", proc)
+    assert llm_rows(cache) == 192 and len(rater.asked) == 192
+    os.kill(worker, signal.SIGKILL)
+    code, stdout, err = finish(proc)
+    assert code == 0, err[-3000:]
+    assert "stage cache entry of pool" in err and "corrupt" in err  # reported, recomputed
+    m = manifest(out, "r3")
+    stats, timing = m["llm"]["values[direct,none]"], m["stages"]["values[direct,none]"]
+    assert timing["pid"] != worker and not timing["cached"]  # finished by another worker
+    assert stats["llm_calls"] == distinct - 192 and stats["cache_hits"] >= 192
+    assert len(rater.asked) == len(set(rater.asked)) == distinct  # no prompt asked twice
+    assert llm_rows(cache) == distinct
+    assert m["stages"]["pool"].get("repaired_cache_entry") and not m["stages"]["pool"]["cached"]
+    for label in ("dataset", "engagement", "requests"):
+        assert m["stages"][label]["cached"], label
+    after = stage_entries(cache)
+    rewritten = [k for k, t in before.items() if k in after and after[k] != t]
+    assert rewritten == [str(pool_entry.relative_to(cache))]  # only the damaged entry
+    assert_same_results(reference["dir"], out / "faults" / "r3")
+    assert_no_secret(tmp_path, texts=(stdout, err))
+    print(f"\nSIGINT after 64 answers ({len(left_after_sigint)} Ray processes left), kill -9 of "
+          f"the driver after 128 ({len(left_after_kill)} left), worker killed after 192 of "
+          f"{distinct}; last run: {stats['llm_calls']} LLM calls, {stats['cache_hits']} cache "
+          f"hits, {len(after) - len(before)} new stage entries, rewritten: {rewritten}")
+
+
+def test_gpu_requests_fall_back_to_cpu_and_the_plan_says_so(tmp_path):
+    """Fractional GPU requests pass through where the cluster has GPUs; with none, the same suite
+    runs on CPU (a GPU request no node can meet would wait forever)."""
+    from bench.cache import StageCache
+    from bench.plan import Step
+    from bench.runner import placement, resource_plan
+
+    llm = Step("values[direct,none]", "values", "m:f", {}, cpus=2, gpus=0.5)
+    student = Step("student", "student", "m:f", {}, cpus=4, gpus=1)
+    assert placement(llm, 16, 1) == (2, 0.5) and placement(student, 16, 1) == (4, 1)
+    assert placement(llm, 1, 0) == (1, 0.0) and placement(student, 2, 0.5) == (2, 0.5)
+    info = {"address": "local", "cluster_cpus": 2, "cluster_gpus": 0, "nodes": 1}
+    lines = resource_plan([llm, student], StageCache(tmp_path), info, 2)
+    assert lines[0].startswith("resources: 1 node(s), 2 CPU, 0 GPU") and len(lines) <= 4
+    assert "no GPU in the cluster" in lines[-1] and "student" in lines[-1]
+    lines = resource_plan([llm, student], StageCache(tmp_path), {**info, "cluster_gpus": 1}, 2)
+    assert any("2 CPU + 0.5 GPU: values[direct,none]" in x for x in lines)

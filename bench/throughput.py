@@ -89,6 +89,8 @@ def validate(raw, where: str) -> dict:
     cfg = {"name": str(raw.get("name", Path(where).stem)), "description": str(raw.get("description", "")),
            "seed": raw.get("seed", 0), "top_k": raw.get("top_k", 10), "threads": raw.get("threads"),
            "item_texts": raw.get("item_texts", "movielens")}
+    if not isinstance(cfg["item_texts"], str):
+        fail("item_texts", f"{cfg['item_texts']!r}: expected movielens or a text file")
     for key in ("items", "requests"):
         v = raw.get(key)
         if (not isinstance(v, list) or not v
@@ -131,8 +133,13 @@ def _validate_path(p, key, fail) -> dict:
            **{k: p[k] for k in ("model", "random_arch", "tokenizer") if k in p}}
     if out["dtype"] not in DTYPES:
         fail(f"{key}.dtype", f"{out['dtype']!r}: allowed: {', '.join(DTYPES)}")
-    if not isinstance(out["budget_s"], (int, float)) or out["budget_s"] <= 0:
-        fail(f"{key}.budget_s", f"{out['budget_s']!r}: expected a positive number of seconds")
+    for k in ("budget_s", "max_item_matrix_gib"):
+        v = p.get(k, 1)
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0 < v < float("inf"):
+            fail(f"{key}.{k}", f"{v!r}: expected a positive number")
+    if out["device"] is not None and not str(out["device"]).startswith(("cpu", "cuda")):
+        fail(f"{key}.device", f"{out['device']!r}: allowed: cpu, cuda, cuda:N (default: cuda "
+                              "where there is a GPU)")
     if method == "direct":
         out["backend"] = p.get("backend", "hf")
         if out["backend"] != "hf":
@@ -195,30 +202,38 @@ def _resolve_tokenizer(name: str) -> str:
 
 # ---------------------------------------------------------------- hardware
 
-def hardware(device: str, dtype: str, threads: int) -> dict:
-    """Device name, memory bandwidth and peak FLOP/s: data-sheet figures for known GPUs, measured
-    (torch sum over 1 GiB; a 2048² matmul) otherwise. Both are recorded with their source."""
+def hardware(device: str, dtypes: list[str], threads: int) -> dict:
+    """Device name, memory bandwidth and peak FLOP/s per dtype: data-sheet figures for known GPUs
+    (16-bit tensor-core peak), measured otherwise (torch sum over 1 GiB; a 2048² matmul per
+    dtype). Measured values are recorded beside the data-sheet ones."""
     import torch
 
     info = {"device": device, "torch": torch.__version__, "threads": threads,
             "platform": platform.platform(), "cpu": platform.processor() or platform.machine(),
             "cpu_count": os.cpu_count()}
+    spec = None
     if device == "cuda":
-        name = torch.cuda.get_device_name()
-        info["gpu"] = name
-        spec = next((v for k, v in GPU_SPECS.items() if k in name), None)
-        if spec:
-            info.update(bandwidth=spec[0], peak_flops=spec[1], floors_source="data sheet")
+        info["gpu"] = torch.cuda.get_device_name()
+        spec = next((v for k, v in GPU_SPECS.items() if k in info["gpu"]), None)
     x = torch.ones(256 * 2**20, dtype=torch.float32, device=device)  # 1 GiB
-    dt = _best_time(lambda: x.sum().item(), device)
-    info["measured_bandwidth"] = x.numel() * 4 / dt
-    a = torch.randn(2048, 2048, dtype=getattr(torch, dtype), device=device)
-    dt = _best_time(lambda: (a @ a)[0, 0].item(), device)
-    info["measured_matmul_flops"] = 2 * 2048**3 / dt
-    if "bandwidth" not in info:
-        info.update(bandwidth=info["measured_bandwidth"], peak_flops=info["measured_matmul_flops"],
-                    floors_source="measured on this machine")
+    info["measured_bandwidth"] = x.numel() * 4 / _best_time(lambda: x.sum().item(), device)
+    info["measured_matmul_flops"] = {}
+    for dtype in sorted(set(dtypes)):
+        a = torch.randn(2048, 2048, dtype=getattr(torch, dtype), device=device)
+        info["measured_matmul_flops"][dtype] = 2 * 2048**3 / _best_time(
+            lambda: (a @ a)[0, 0].item(), device)
+    info["bandwidth"] = spec[0] if spec else info["measured_bandwidth"]
+    info["peak_flops"] = {d: spec[1] if spec and d != "float32" else f
+                          for d, f in info["measured_matmul_flops"].items()}
+    info["floors_source"] = ("data sheet (bandwidth, 16-bit peak)" if spec
+                             else "measured on this machine")
     return info
+
+
+def peak_flops(hw: dict, dtype: str) -> float:
+    """Peak FLOP/s for a dtype (older measurement files hold a single number)."""
+    v = hw["peak_flops"]
+    return v.get(dtype, max(v.values())) if isinstance(v, dict) else v
 
 
 def _sync(device: str) -> None:
@@ -419,9 +434,8 @@ def measure(cfg: dict, log=print, source: str = "", checkpoint=None) -> dict:
     devices = {p.get("device") or ("cuda" if torch.cuda.is_available() else "cpu")
                for p in cfg["paths"]}
     device = devices.pop() if len(devices) == 1 else "mixed"
-    dtype = cfg["paths"][0]["dtype"]
-    result["hardware"] = hardware("cuda" if device == "cuda" else "cpu", dtype,
-                                  torch.get_num_threads())
+    result["hardware"] = hardware("cuda" if device == "cuda" else "cpu",
+                                  [p["dtype"] for p in cfg["paths"]], torch.get_num_threads())
     items = None
     for p in cfg["paths"]:
         dev = p.get("device") or ("cuda" if torch.cuda.is_available() else "cpu")
@@ -519,7 +533,7 @@ def floor_seconds(info: dict, hw: dict, items: float, requests: float) -> float:
         return items * info["dim"] * info["bytes_per_value"] / hw["bandwidth"]
     tokens = requests * info["prefix_tokens"] + requests * items * info["suffix_tokens"]
     flops = 2 * info["body_params"] * tokens + 2 * info["head_params"] * requests * items
-    return flops / hw["peak_flops"]
+    return flops / peak_flops(hw, info["dtype"])
 
 
 def grid_table(meas: dict, models: dict) -> list[dict]:
@@ -555,6 +569,12 @@ def _fmt_s(x: float) -> str:
     return f"{x * 1e3:.3g} ms"
 
 
+def _per_dtype(flops) -> str:
+    if not isinstance(flops, dict):
+        return f"{flops / 1e12:.2f} TFLOP/s"
+    return ", ".join(f"{v / 1e12:.2f} TFLOP/s {d}" for d, v in flops.items())
+
+
 def card_name(hw: dict) -> str:
     return hw.get("gpu") or f"CPU ({hw.get('cpu_count')} cores, {hw.get('threads')} torch threads)"
 
@@ -573,10 +593,9 @@ def report(meas: dict, out_dir: Path) -> str:
     lines = [f"# Throughput: {meas['config']['name']}", "",
              f"Hardware: **{card_name(hw)}**, torch {hw['torch']}. "
              f"Floors from {hw['floors_source']}: bandwidth {hw['bandwidth'] / 1e9:.0f} GB/s, "
-             f"peak {hw['peak_flops'] / 1e12:.2f} TFLOP/s "
+             f"peak {_per_dtype(hw['peak_flops'])} "
              f"(measured here: {hw['measured_bandwidth'] / 1e9:.0f} GB/s, "
-             f"{hw['measured_matmul_flops'] / 1e12:.2f} TFLOP/s). Created {meas['created_utc']}.",
-             ""]
+             f"{_per_dtype(hw['measured_matmul_flops'])}). Created {meas['created_utc']}.", ""]
     if random:
         lines += ["**Random-weight rows**: paths marked *(random weights)* use randomly "
                   "initialised models of the real architecture; their throughput is that of the "
@@ -634,7 +653,8 @@ def _score_only(rows, meas):
     dims = {p["label"]: p["dim"] for p in meas["paths"] if p["method"] == "distilled"}
     rows = rows.copy()
     rows["seconds"] = [score[(p, n, r)] for p, n, r in zip(rows.path, rows["items"], rows.requests)]
-    rows["flop_floor"] = [2 * n * r * dims[p] / meas["hardware"]["peak_flops"]
+    dtypes = {p["label"]: p["dtype"] for p in meas["paths"]}
+    rows["flop_floor"] = [2 * n * r * dims[p] / peak_flops(meas["hardware"], dtypes[p])
                           for p, n, r in zip(rows.path, rows["items"], rows.requests)]
     top = rows.groupby("path")["items"].transform("max")  # the largest measured matrices
     return rows[(rows["items"] == top) & rows.requests.isin([min(rows.requests),

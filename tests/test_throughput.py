@@ -42,6 +42,10 @@ def test_fit_recovers_a_known_cost_model_and_reports_its_error():
     ({"paths": [{"method": "distilled", "random_arch": "bert-huge", "tokenizer": "t"}]},
      "paths[0].random_arch: 'bert-huge': allowed: stella-400m-shape, tiny"),
     ({"paths": [{"method": "direct", "model": "x", "random_arch": "tiny"}]}, "exactly one of"),
+    ({"paths": [{"method": "distilled", "model": "x", "max_item_matrix_gib": -1}]},
+     "paths[0].max_item_matrix_gib: -1: expected a positive number"),
+    ({"paths": [{"method": "direct", "model": "x", "device": "tpu"}]}, "paths[0].device: 'tpu'"),
+    ({"paths": [{"method": "direct", "model": "x", "budget_s": ".inf"}]}, "paths[0].budget_s"),
 ])
 def test_bad_suites_give_one_line_errors(patch, message):
     raw = {"name": "t", "items": [10], "requests": [1],

@@ -84,6 +84,17 @@ def main(argv: list[str] | None = None) -> int:
         return 130
 
 
+def _stop_ray(timeout: float) -> None:
+    """ray.shutdown(), but never wait on it longer than `timeout` seconds: an interrupted run
+    must end even if a worker does not answer."""
+    import threading
+
+    import ray
+    t = threading.Thread(target=ray.shutdown, daemon=True)
+    t.start()
+    t.join(timeout)
+
+
 def cmd_validate(args) -> int:
     from .suite import load_suite
     suite = load_suite(args.suite, args.overrides)
@@ -219,10 +230,9 @@ def cmd_run(args) -> int:
         # an endpoint that cannot be reached is a setting to fix (2), not a failed computation
         return 2 if exc.causes and set(exc.causes) <= {"EndpointError"} else 1
     except KeyboardInterrupt:
-        import ray
-        ray.shutdown()  # stops the local workers (and flushes their output) before the last line
+        _stop_ray(timeout=30)  # stops the local workers (and flushes their output) first
         print("interrupted: finished stages and LLM answers are cached; rerun the same command "
-              "to resume", file=sys.stderr)
+              "to resume", file=sys.stderr, flush=True)
         return 130
     from .outputs import write_run
     # The run folder appears only once complete: written under a hidden name, then renamed.

@@ -243,7 +243,7 @@ def test_interrupted_driver_and_killed_worker_resume_without_repeating_work(endp
     proc = start(suite, out, cache, "r1", tmp_path / "hold1")
     wait_for(tmp_path / "hold1", proc)
     proc.send_signal(signal.SIGINT)
-    code, _, err = finish(proc, timeout=120)
+    code, _, err = finish(proc, timeout=240)
     assert code == 130 and "Traceback" not in err, err[-2000:]
     assert any(line.startswith("interrupted: ") for line in err.replace("\x1b[A", "\n")
                .splitlines()), err[-2000:]

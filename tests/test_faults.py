@@ -115,9 +115,15 @@ def start(suite: Path, out: Path, cache: Path, run_id: str, hold: Path | None = 
     proc = subprocess.Popen([sys.executable, "-m", "bench.cli", "run", str(suite), "--workers", "2",
                              "--out", str(out), "--run-id", run_id, "--cache-dir", str(cache)],
                             cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True, start_new_session=True)
+                            text=True, start_new_session=True, preexec_fn=_default_sigint)
     proc.ray_tmp = ray_tmp
     return proc
+
+
+def _default_sigint():
+    """A shell starts background jobs with SIGINT ignored, and children inherit that (Python
+    then installs no KeyboardInterrupt handler): give the driver the default, as in a terminal."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 def finish(proc, timeout=300):

@@ -137,26 +137,18 @@ def write_html(run_dir: Path, manifest: dict, cells: pd.DataFrame, table1: pd.Da
                 _table(contexts), _img(run_dir / "context.png", "satisfaction per context")]
     d = manifest.get("distillation")
     if d:
-        corr = [["held-out pairs, student", d["overall"]["pearson"], d["overall"]["spearman"],
-                 d["overall"]["n"]],
-                ["held-out pairs, untrained (before)", d["untrained_overall"]["pearson"],
-                 d["untrained_overall"]["spearman"], d["untrained_overall"]["n"]]]
-        corr += [[f"kind: {k}", v["pearson"], v["spearman"], v["n"]]
-                 for k, v in d["per_kind"].items()]
         out += ["<h2>Distillation check</h2>",
                 _p(f"{d['train_requests']} training requests ({d['train_pairs']} pairs), "
                    f"{d['val_requests']} held out ({d['val_pairs']} pairs); loss per epoch: "
                    + ", ".join(f"{h['loss']:.4f}" for h in d["history"])
                    + f". Evaluation requests also used in training: "
                    f"{report.eval_seen_in_training(manifest)}."),
-                _rows(corr, ["pairs", "Pearson", "Spearman", "n"]),
+                _rows(report.distillation_rows(d), ["pairs", "Pearson", "Spearman", "n"]),
                 _img(run_dir / "distill.png", "student vs teacher on held-out pairs")]
     eng = manifest.get("engagement_metrics") or {}
     if eng:
-        header = ["model"] + list(next(iter(eng.values())))
         out += ["<h2>Engagement model on the test half</h2>",
-                _rows([[n] + [f"{v[0]:.3f} ± {v[1]:.3f}" for v in m.values()]
-                       for n, m in eng.items()], header)]
+                _rows(*report.engagement_rows(eng))]
     stats = manifest.get("llm") or {}
     llm_rows = [[label, s.get("prompts"), s.get("llm_calls"), s.get("cache_hits"),
                  (s.get("backend") or {}).get("model")] for label, s in stats.items()

@@ -73,10 +73,7 @@ def summary_markdown(manifest: dict, cells: pd.DataFrame, table1: pd.DataFrame,
              "Full report with every plot: [report.html](report.html).", ""]
     lines += warnings_markdown(manifest)
     lines += ["## Engagement model on the test half (all non-train items are candidates)", ""]
-    eng_rows = [[name] + [f"{v[0]:.3f} ± {v[1]:.3f}" for v in m.values()]
-                for name, m in engagement.items()]
-    header = ["model"] + list(next(iter(engagement.values())))
-    lines += [tabulate(eng_rows, header, tablefmt="github"), ""]
+    lines += [tabulate(*engagement_rows(engagement), tablefmt="github"), ""]
     sat = satisfaction_metric(cells)
     lines += [f"## Table 1: maximum request satisfaction ({sat.replace('_', ' ')}@k) per method",
               "", "95% bootstrap intervals over users; `diff_ci` is the paired interval of the "
@@ -181,14 +178,27 @@ def warnings_markdown(manifest: dict) -> list[str]:
     return out
 
 
-def distillation_section(d: dict | None, seen: int | None = None) -> list[str]:
-    if not d:
-        return []
+def engagement_rows(engagement: dict) -> tuple[list[list], list[str]]:
+    """(rows, header) of the engagement-quality table: mean ± se per model and metric."""
+    rows = [[name] + [f"{v[0]:.3f} ± {v[1]:.3f}" for v in m.values()]
+            for name, m in engagement.items()]
+    return rows, ["model"] + list(next(iter(engagement.values())))
+
+
+def distillation_rows(d: dict) -> list[list]:
+    """Pearson, Spearman and n on held-out pairs: student, untrained, then per request kind."""
     rows = [["all held-out pairs (student)", d["overall"]["pearson"], d["overall"]["spearman"],
              d["overall"]["n"]],
             ["all held-out pairs (untrained, before)", d["untrained_overall"]["pearson"],
              d["untrained_overall"]["spearman"], d["untrained_overall"]["n"]]]
-    rows += [[f"kind: {k}", v["pearson"], v["spearman"], v["n"]] for k, v in d["per_kind"].items()]
+    return rows + [[f"kind: {k}", v["pearson"], v["spearman"], v["n"]]
+                   for k, v in d["per_kind"].items()]
+
+
+def distillation_section(d: dict | None, seen: int | None = None) -> list[str]:
+    if not d:
+        return []
+    rows = distillation_rows(d)
     return ["## Distillation check (held-out requests)", "",
             f"{d['train_requests']} training requests ({d['train_pairs']} pairs), "
             f"{d['val_requests']} held out ({d['val_pairs']} pairs); loss per epoch: "

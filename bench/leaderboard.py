@@ -13,7 +13,8 @@ from pathlib import Path
 import pandas as pd
 from tabulate import tabulate
 
-from .htmlreport import hardware
+from .methods import METHODS
+from .report.provenance import hardware
 
 RUN_FILES = ("manifest.json", "table1.csv", "cells.parquet", "summary.md",
              "recommendations.parquet")  # a folder with none of these is not a run (skip quietly)
@@ -22,7 +23,8 @@ SORT = ["suite", "metric", "k", "max_satisfaction", "method", "context", "aggreg
 
 def _models(suite: dict, method: str) -> str:
     m = next((x for x in suite["methods"] if x["name"] == method), {})
-    if method == "direct":
+    entry = METHODS.get(method)
+    if entry is not None and "llm" in entry.models:
         return m.get("llm", {}).get("model", "")
     return m.get("model", "")
 

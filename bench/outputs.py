@@ -8,17 +8,20 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from . import htmlreport, report, tables
-from .plan import values_label
+from ctrlrec import hardware
+
+from .report import plots, provenance, render, sections, statistics, tables
+from .methods import METHODS
+from .plan import sweep_context
 
 
 def write_run(run_dir: Path, suite, plan, result, run_info: dict, elapsed: float) -> None:
     per_user, recs = per_user_metrics(suite, plan, result)
     per_user.to_parquet(run_dir / "per_user.parquet", index=False)  # lets `bench report` rebuild
-    cells = report.cells_table(per_user, suite.config_hash())
+    cells = tables.cells_table(per_user, suite.config_hash())
     cells.to_parquet(run_dir / "cells.parquet", index=False)
     cells.to_csv(run_dir / "cells.csv", index=False)
-    report.recommendations_table(recs, suite.ws(), suite.k).to_parquet(
+    tables.recommendations_table(recs, suite.ws(), suite.k).to_parquet(
         run_dir / "recommendations.parquet", index=False)
     result.outputs["requests"]["requests"].to_parquet(run_dir / "requests.parquet", index=False)
     manifest = build_manifest(run_dir, suite, plan, result, per_user, run_info, elapsed)
@@ -28,7 +31,7 @@ def write_run(run_dir: Path, suite, plan, result, run_info: dict, elapsed: float
         check = student["check"]
         check.to_parquet(run_dir / "distill_check.parquet", index=False)
     write_reports(run_dir, manifest, cells, per_user, check)
-    report.write_json(run_dir / "manifest.json", manifest)
+    provenance.write_json(run_dir / "manifest.json", manifest)
 
 
 def write_reports(run_dir: Path, manifest: dict, cells: pd.DataFrame,
@@ -37,30 +40,29 @@ def write_reports(run_dir: Path, manifest: dict, cells: pd.DataFrame,
     manifest. Without per-user data (older run folders) Table 1 is read from table1.csv and the
     paired comparison is left out."""
     if check is not None:
-        report.plot_distillation(check, run_dir / "distill.png")
-    sat = report.satisfaction_metric(cells)
+        plots.plot_distillation(check, run_dir / "distill.png")
+    sat = tables.satisfaction_metric(cells)
     sat_ks = sorted(cells[cells.metric == sat].k.unique())
     pairs = None
     if per_user is not None:
-        t1 = pd.concat([tables.table1(per_user, sat, k) for k in sat_ks], ignore_index=True)
+        t1 = pd.concat([statistics.table1(per_user, sat, k) for k in sat_ks], ignore_index=True)
         t1.to_csv(run_dir / "table1.csv", index=False)
-        pairs = pd.concat([tables.paired_comparisons(per_user, sat, k) for k in sat_ks],
+        pairs = pd.concat([statistics.paired_comparisons(per_user, sat, k) for k in sat_ks],
                           ignore_index=True)
         pairs.to_csv(run_dir / "paired.csv", index=False)
     else:
         t1 = pd.read_csv(run_dir / "table1.csv")
-    pareto = pd.concat([tables.pareto_summary(cells, sat, k) for k in sat_ks], ignore_index=True)
+    pareto = pd.concat([statistics.pareto_summary(cells, sat, k) for k in sat_ks],
+                       ignore_index=True)
     pareto.to_csv(run_dir / "pareto.csv", index=False)
     for k in sat_ks:
-        tables.plot_pareto(cells, sat, k, run_dir / f"pareto_k{k}.png")
-    report.plot_curves(cells, run_dir / "curves.png")
+        plots.plot_pareto(cells, sat, k, run_dir / f"pareto_k{k}.png")
+    plots.plot_curves(cells, run_dir / "curves.png")
     contexts = None
     if cells.context.nunique() > 1:
         contexts = tables.context_table(t1)
-        report.plot_context(cells, run_dir / "context.png")
-    (run_dir / "summary.md").write_text(
-        report.summary_markdown(manifest, cells, t1, pareto, pairs, contexts))
-    htmlreport.write_html(run_dir, manifest, cells, t1, pareto, pairs, contexts)
+        plots.plot_context(cells, run_dir / "context.png")
+    render.write(run_dir, sections.build(manifest, cells, t1, pareto, pairs, contexts, run_dir))
 
 
 class ReportError(ValueError):
@@ -106,8 +108,7 @@ def per_user_metrics(suite, plan, result):
         for ctx in suite.contexts:  # context-free methods: one sweep serves every context
             for agg in suite.aggregation:
                 outs = [result.outputs[s.label] for s in plan if s.stage == "sweep"
-                        and s.config["aggregation"] == agg
-                        and s.deps[2] == values_label(m.name, ctx)]
+                        and s.config["cell"][:3] == [m.name, sweep_context(m.name, ctx), agg]]
                 labels = {"method": m.name, "context": ctx, "aggregation": agg}
                 per_user.append(pd.concat([o["per_user"] for o in outs],
                                           ignore_index=True).assign(**labels))
@@ -131,7 +132,8 @@ def build_manifest(run_dir, suite, plan, result, per_user, run_info, elapsed) ->
         "suite": suite.model_dump(mode="json"), "config_hash": suite.config_hash(),
         "run_id": run_dir.name, **run_info,
         "created_utc": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "git_commit": report.git_commit(), "versions": report.versions(),
+        "git_commit": provenance.git_commit(), "versions": provenance.versions(),
+        "hardware": hardware.describe(),
         "seeds": {"suite": suite.seed, "bivae": suite.seed, "requests": suite.seed},
         "data_source": result.outputs["dataset"]["split"]["source"],
         "n_users": int(per_user.user_id.nunique()), "n_cells": len(suite.grid()),
@@ -151,4 +153,5 @@ def judge_is_scorer(suite) -> bool | None:
     """True when the judge model also scored items directly: the paper used different models."""
     if suite.judge is None:
         return None
-    return suite.judge.llm.model in {m.llm.model for m in suite.methods if m.name == "direct"}
+    return suite.judge.llm.model in {m.llm.model for m in suite.methods
+                                     if "llm" in METHODS[m.name].models}

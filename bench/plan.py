@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from ctrlrec.hardware import resolve_dtype
+
 from .cache import stage_key
-from .methods import METHOD_KEYS, METHODS, USES_CONTEXT
+from .methods import METHODS
 from .stages import VERSIONS
 from .suite import Suite
 
@@ -22,21 +24,38 @@ class Step:
     key: str = ""
     cpus: int = 1        # Ray CPUs (and torch threads) of the task
     gpus: float = 0.0    # Ray GPUs of the task (LLM stages on GPU machines)
+    version: int = 0     # the code version in the key (0: the stage's own, bench.stages.VERSIONS)
 
 
 def values_label(method: str, context: str) -> str:
-    return f"values[{method},{context}]" if USES_CONTEXT[method] else f"values[{method}]"
+    return f"values[{method},{context}]" if METHODS[method].uses_context else f"values[{method}]"
 
 
-def build_plan(suite: Suite, n_users: int) -> list[Step]:
-    """Steps in dependency order. `n_users` is the number of evaluated users (for sweep chunks)."""
+def sweep_context(method: str, context: str) -> str:
+    """The context a sweep of this method is labelled with: '*' when its values ignore it."""
+    return context if METHODS[method].uses_context else "*"
+
+
+def embeddings_label(model: str, dtype: str) -> str:
+    # float32 keeps the label it had before dtypes were configurable
+    return f"item_embeddings[{model}]" if dtype == "float32" \
+        else f"item_embeddings[{model},{dtype}]"
+
+
+def build_plan(suite: Suite, n_users: int, gpus: float = 0.0) -> list[Step]:
+    """Steps in dependency order. `n_users` is the number of evaluated users (for sweep chunks);
+    `gpus`: the GPUs of the cluster, which decide where LLM steps run and so what `dtype: auto`
+    resolves to (CPU steps resolve for the CPU of the machine that plans)."""
+    key = lambda llm: llm_key(llm, gpus)  # noqa: E731
     steps = [
-        Step("dataset", "dataset", "bench.stages:dataset_stage", _data_config(suite),
+        Step("dataset", "dataset", "bench.stages.data:dataset_stage",
+             _data_config(suite, key),
              **(_llm_resources(suite.data.items.llm) if suite.data.items.text == "summary"
                 else {})),
-        Step("engagement", "engagement", "bench.stages:engagement_stage",
+        Step("engagement", "engagement", "bench.stages.data:engagement_stage",
              {**suite.engagement.model_dump(mode="json"), "seed": suite.seed}, ["dataset"]),
-        Step("requests", "requests", "bench.stages:requests_stage", _requests_config(suite),
+        Step("requests", "requests", "bench.stages.data:requests_stage",
+             _requests_config(suite, key),
              ["dataset"], **(_llm_resources(suite.requests.llm)
                              if suite.requests.generator == "llm" else {})),
     ]
@@ -47,59 +66,64 @@ def build_plan(suite: Suite, n_users: int) -> list[Step]:
             steps.append(step)
             labels.add(step.label)
 
-    def embeddings(model):
-        add(Step(f"item_embeddings[{model}]", "item_embeddings",
-                 "bench.stages:item_embeddings_stage", {"model": model}, ["dataset"]))
-        return f"item_embeddings[{model}]"
+    def embeddings(model, dtype):
+        label = embeddings_label(model, dtype)
+        add(Step(label, "item_embeddings", "bench.stages.data:item_embeddings_stage",
+                 {"model": model, "dtype": dtype}, ["dataset"]))
+        return label
 
-    pool = suite.pool.model_dump(mode="json")
+    pool = {**suite.pool.model_dump(mode="json"), "dtype": resolve_dtype(suite.pool.dtype, "cpu")}
     pool_deps = ["dataset", "engagement", "requests"]
     if suite.pool.kind == "shortlist" and suite.pool.untrained:
-        pool_deps.append(embeddings(suite.pool.model))
-    add(Step("pool", "pool", "bench.stages:pool_stage", pool, pool_deps))
+        pool_deps.append(embeddings(suite.pool.model, pool["dtype"]))
+    add(Step("pool", "pool", "bench.stages.data:pool_stage", pool, pool_deps))
     for m in suite.methods:
-        cfg = {k: v for k, v in m.model_dump(mode="json").items() if k in METHOD_KEYS[m.name]}
+        entry = METHODS[m.name]
+        cfg = {k: v for k, v in m.model_dump(mode="json").items() if k in entry.key_fields}
+        if "dtype" in cfg:
+            cfg["dtype"] = resolve_dtype(m.dtype, "cpu")
         if "llm" in cfg:
-            cfg.update(llm=llm_key(m.llm), _runtime={"llm": llm_runtime(m.llm)})
+            cfg.update(llm=key(m.llm), _runtime={"llm": llm_runtime(m.llm)})
+        inputs = {"dataset": lambda: "dataset", "requests": lambda: "requests",
+                  "pool": lambda: "pool",
+                  "item_embeddings": lambda: embeddings(m.model, resolve_dtype(m.dtype, "cpu")),
+                  "student": lambda: _distill_steps(m, add, embeddings, suite, key)}
+        resources = _llm_resources(m.llm) if "llm" in entry.models else {"cpus": entry.cpus}
         for ctx in suite.contexts:
             label = values_label(m.name, ctx)
-            if m.name == "untrained":
-                add(Step(label, "values", METHODS[m.name], cfg, [embeddings(m.model), "requests"]))
-            elif m.name == "distilled":
-                add(Step(label, "values", METHODS[m.name], cfg,
-                         [_distill_steps(m, add, embeddings, suite), "requests"], cpus=2))
-            else:
-                add(Step(label, "values", METHODS[m.name], {**cfg, "context": ctx},
-                         ["dataset", "requests", "pool"], **_llm_resources(m.llm)))
+            add(Step(label, "values", entry.fn, {**cfg, "context": ctx} if entry.uses_context
+                     else cfg, [inputs[x]() for x in entry.inputs], version=entry.version,
+                     **resources))
             for agg in suite.aggregation:
                 for lo in range(0, n_users, SWEEP_CHUNK):
                     hi = min(lo + SWEEP_CHUNK, n_users)
                     add(Step(f"sweep[{label[7:-1]},{agg},{lo}:{hi}]", "sweep",
-                             "bench.stages:sweep_stage",
+                             "bench.stages.evaluate:sweep_stage",
                              {"aggregation": agg, "ws": suite.ws(), "ks": sorted(suite.k),
                               "rows": [lo, hi],
-                              "cell": [m.name, ctx if USES_CONTEXT[m.name] else "*", agg, lo, hi]},
+                              "cell": [m.name, sweep_context(m.name, ctx), agg, lo, hi]},
                              ["dataset", "engagement", label, "requests", "pool"]))
     if suite.judge is not None:
         sweeps = [s for s in steps if s.stage == "sweep"]
         j = suite.judge
-        add(Step("judge", "judge", "bench.stages:judge_stage",
-                 {"llm": llm_key(j.llm), "_runtime": {"llm": llm_runtime(j.llm)},
+        add(Step("judge", "judge", "bench.stages.evaluate:judge_stage",
+                 {"llm": key(j.llm), "_runtime": {"llm": llm_runtime(j.llm)},
                   "ks": j.k, "ws": j.ws,
                   "mass_threshold": j.mass_threshold, "sweep_ws": suite.ws(),
                   "sweeps": [s.config["cell"] for s in sweeps]},
                  ["dataset", "requests", *[s.label for s in sweeps]], **_llm_resources(j.llm)))
     keys: dict[str, str] = {}
     for s in steps:
-        s.key = stage_key(s.stage, VERSIONS[s.stage], s.config, [keys[d] for d in s.deps])
+        s.key = stage_key(s.stage, s.version or VERSIONS[s.stage], s.config,
+                          [keys[d] for d in s.deps])
         keys[s.label] = s.key
     return steps
 
 
-def _distill_steps(m, add, embeddings, suite: Suite) -> str:
+def _distill_steps(m, add, embeddings, suite: Suite, key) -> str:
     """Training requests -> teacher labels -> student; returns the student's label."""
     d, seed = m.distill, 0
-    teacher = {"llm": llm_key(d.teacher), "_runtime": {"llm": llm_runtime(d.teacher)}}
+    teacher = {"llm": key(d.teacher), "_runtime": {"llm": llm_runtime(d.teacher)}}
     cfg = {**teacher, "batches": d.batches, "per_batch": d.per_batch, "parallel": d.parallel,
            "seed": seed}
     deps = []
@@ -109,25 +133,29 @@ def _distill_steps(m, add, embeddings, suite: Suite) -> str:
                       "seed": suite.seed, **({"history_from": r.history_from, "unique": r.unique}
                                              if r.kind == "open_ended" else {})}
         deps = ["dataset"]
-    add(Step("train_requests", "train_requests", "bench.stages:train_requests_stage", cfg, deps,
+    add(Step("train_requests", "train_requests", "bench.stages.distill:train_requests_stage",
+             cfg, deps,
              **_llm_resources(d.teacher)))
-    add(Step("teacher_labels", "teacher_labels", "bench.stages:teacher_labels_stage",
-             {**teacher, "model": m.model, "items_per_request": d.items_per_request,
-              "mass_threshold": d.mass_threshold, "seed": seed},
-             ["dataset", "train_requests", embeddings(m.model)], **_llm_resources(d.teacher)))
-    add(Step("student", "student", "bench.stages:student_stage",
+    dtype = resolve_dtype(m.dtype, "cpu")
+    add(Step("teacher_labels", "teacher_labels", "bench.stages.distill:teacher_labels_stage",
+             {**teacher, "model": m.model, "dtype": dtype,
+              "items_per_request": d.items_per_request, "mass_threshold": d.mass_threshold,
+              "seed": seed},
+             ["dataset", "train_requests", embeddings(m.model, dtype)],
+             **_llm_resources(d.teacher)))
+    add(Step("student", "student", "bench.stages.distill:student_stage",
              {"model": m.model, "mass_threshold": d.mass_threshold, "val_fraction": d.val_fraction,
               "epochs": d.epochs, "lr": d.lr, "rank_loss": d.rank_loss, "seed": seed},
              ["dataset", "teacher_labels"], cpus=d.threads, gpus=d.num_gpus))
     return "student"
 
 
-def _data_config(suite: Suite) -> dict:
+def _data_config(suite: Suite, key) -> dict:
     cfg = suite.data.model_dump(mode="json")
     if suite.data.items.text == "basic":  # keep the key free of settings it ignores
         cfg["items"] = {"text": "basic"}
     else:
-        cfg["items"]["llm"] = llm_key(suite.data.items.llm)
+        cfg["items"]["llm"] = key(suite.data.items.llm)
         cfg["_runtime"] = {"llm": llm_runtime(suite.data.items.llm)}
     return cfg
 
@@ -136,10 +164,14 @@ def _llm_resources(llm) -> dict:
     return {"cpus": llm.threads, "gpus": llm.num_gpus}
 
 
-def llm_key(llm) -> dict:
-    """The LLM settings that can change answers (they enter cache keys); the rest is runtime."""
+def llm_key(llm, gpus: float = 0.0) -> dict:
+    """The LLM settings that can change answers (they enter cache keys); the rest is runtime.
+    `dtype: auto` is resolved for the device the step will run on; a server (openai) keeps its
+    own dtype, which the key records as `auto`."""
     d = {k: getattr(llm, k) for k in ("backend", "model", "dtype", "batch_size", "threads",
                                       "prefix_reuse")}
+    if llm.backend != "openai":
+        d["dtype"] = resolve_dtype(llm.dtype, "cuda" if llm.num_gpus and gpus else "cpu")
     if llm.tokenizer:
         d["tokenizer"] = llm.tokenizer
     if llm.backend == "openai":
@@ -154,7 +186,7 @@ def llm_runtime(llm) -> dict:
             "retries": llm.retries, "timeout": llm.timeout}
 
 
-def _requests_config(suite: Suite) -> dict:
+def _requests_config(suite: Suite, key) -> dict:
     cfg = {**suite.requests.model_dump(mode="json"), "users": suite.users, "seed": suite.seed}
     if suite.requests.kind != "open_ended":
         cfg.pop("unique")
@@ -162,7 +194,7 @@ def _requests_config(suite: Suite) -> dict:
         cfg.pop("llm")
         cfg.pop("history_from")
     else:
-        cfg["llm"] = llm_key(suite.requests.llm)
+        cfg["llm"] = key(suite.requests.llm)
         cfg["_runtime"] = {"llm": llm_runtime(suite.requests.llm)}
     return cfg
 

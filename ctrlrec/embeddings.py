@@ -6,7 +6,6 @@ is reachable). Embeddings are L2-normalised so that a dot product is a cosine si
 from __future__ import annotations
 
 import importlib
-import os
 import shutil
 import zipfile
 from pathlib import Path
@@ -78,17 +77,23 @@ def ensure_split_model(name: str) -> Path:
     return folder
 
 
-def load_encoder(name: str, device: str | None = None, threads: int = 1):
+def load_encoder(name: str, device: str | None = None, dtype: str = "float32"):
+    """A SentenceTransformer for `name` in `dtype` ("auto" resolves per device). Changes nothing
+    process-wide: thread counts are the caller's (a Ray task sets its own), and local folders
+    load with local_files_only, so no hub is asked."""
     import torch
     from sentence_transformers import SentenceTransformer
 
-    torch.set_num_threads(threads)
+    from .hardware import resolve_dtype
+
+    device = device or "cpu"
     path = resolve_model(name)
-    local = Path(path).exists()
-    if local:
-        os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    return SentenceTransformer(path, device=device or "cpu", local_files_only=local,
-                               trust_remote_code=needs_remote_code(name))
+    model = SentenceTransformer(path, device=device, local_files_only=Path(path).exists(),
+                                trust_remote_code=needs_remote_code(name))
+    dtype = resolve_dtype(dtype, device)
+    if dtype != "float32":
+        model = model.to(getattr(torch, dtype))
+    return model
 
 
 def encode(model, texts: list[str], batch_size: int = 64, desc: str | None = None) -> np.ndarray:

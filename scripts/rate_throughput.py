@@ -19,7 +19,7 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from bench.throughput import LLM_ARCHS as ARCHS  # noqa: E402  (the real models' shapes)
+from bench.throughput.models import LLM_ARCHS as ARCHS  # noqa: E402  (the real models' shapes)
 
 REQUESTS = ["I'm in the mood for a horror movie tonight.",
             "Could you find me a good crime film to watch next?",
@@ -38,19 +38,23 @@ def main() -> None:
                     help="one item text per line (default: MovieLens item texts from the cache)")
     ap.add_argument("--per-request", type=int, default=512)
     ap.add_argument("--batch", type=int, nargs="+", default=[64, 256])
-    ap.add_argument("--dtype", default="bfloat16", choices=["bfloat16", "float32"])
+    ap.add_argument("--dtype", default="bfloat16", choices=["auto", "bfloat16", "float32"],
+                    help="auto: bf16 where the device computes it natively, else float32")
     ap.add_argument("--out", default=None)
     args = ap.parse_args()
 
     import torch
 
-    from bench.throughput import build_llm, item_texts
+    from bench.throughput.inputs import item_texts
+    from bench.throughput.models import build_llm
+    from ctrlrec.hardware import resolve_dtype
     from ctrlrec.llm.backends import fill
     from ctrlrec.llm.prompts import rating_chat
 
     device = "cuda" if torch.cuda.is_available() else "cpu"
     if args.threads:
         torch.set_num_threads(args.threads)
+    args.dtype = resolve_dtype(args.dtype, device)
     path = {"dtype": args.dtype, "batch_size": 32,
             **({"model": args.model} if args.model
                else {"random_arch": args.arch, "tokenizer": args.tokenizer})}

@@ -116,6 +116,22 @@ CASES = {
                     "did you mean 'qwen2.5-coder-1.5b-instruct'"),
     "hub id while offline": (direct("model: some-org/no-such-model"), "HF_HUB_OFFLINE"),
     "missing data folder": (BASE + "data: {path: /no/such/ml-100k}\n", "no such folder"),
+    "unknown engagement model": (BASE + "engagement: {model: BPRR}\n",
+                                 "engagement.model: unknown engagement model (did you mean 'BPR'?)"),
+    "engagement model needing side information": (BASE + "engagement: {model: VBPR}\n",
+                                                  "needs more than ratings"),
+    "unknown engagement parameter": (BASE + "engagement: {model: BPR, params: {kk: 5}}\n",
+                                     "'kk' is not a parameter of BPR (did you mean 'k'?)"),
+    "wrong-typed engagement parameter": (BASE + "engagement: {model: BPR, params: {k: many}}\n",
+                                         "'k' of BPR takes an int (got 'many')"),
+    "engagement choice out of range": (BASE + "engagement: {model: PMF, params: {variant: x}}\n",
+                                       "one of 'linear', 'non_linear'"),
+    "engagement seed in params": (BASE + "engagement: {model: BPR, params: {seed: 3}}\n",
+                                  "set by the harness"),
+    "bivae key on a cornac engagement model": (BASE + "engagement: {model: BPR, epochs: 5}\n",
+                                               "give BPR's parameters under engagement.params"),
+    "engagement model without its package": (BASE + "engagement: {model: LightGCN}\n",
+                                             "LightGCN needs dgl"),
 }
 
 

@@ -60,10 +60,10 @@ def test_training_reduces_the_loss_and_checkpoints_reload_identically(pairs):
 
 
 def test_distilled_values_make_no_llm_call(pairs, monkeypatch):
-    from bench import stages
-    from ctrlrec.llm import backends
+    from bench.stages import values as stages
+    from ctrlrec.llm import registry
 
-    monkeypatch.setattr(backends, "load_backend", lambda *a, **k: pytest.fail("LLM used"))
+    monkeypatch.setattr(registry, "load_backend", lambda *a, **k: pytest.fail("LLM used"))
     monkeypatch.setattr(stages, "open_llm", lambda *a, **k: pytest.fail("LLM opened"))
     towers = TwoTower(resolve_model("all-MiniLM-L6-v2"))
     items = pairs.item_text.unique().tolist()

@@ -16,6 +16,22 @@ def test_bivae_is_seeded_and_ranks_unknown_items_last(split):
     assert (a[:, unseen].max(axis=1) < a[:, ~unseen].min(axis=1)).all()
 
 
+def test_a_cornac_model_through_the_stage_is_seeded(split):
+    from bench.stages.data import engagement_stage
+
+    ds = {"train": split.train, "test": split.test,
+          "split": {"user_ids": split.user_ids, "item_ids": split.item_ids, "meta": split.meta}}
+    cfg = {"model": "BPR", "params": {"k": 8, "max_iter": 5, "num_threads": 1}, "seed": 0}
+    a, b = engagement_stage(cfg, ds), engagement_stage(cfg, ds)
+    other = engagement_stage({**cfg, "seed": 1}, ds)
+    assert a["scores"].shape == (943, 1682) and a["scores"].dtype == np.float32
+    np.testing.assert_array_equal(a["scores"], b["scores"])
+    assert not np.array_equal(a["scores"], other["scores"])  # the suite's seed reaches BPR
+    assert set(a["metrics"]) == {"BPR", "popularity"}
+    unseen = ~np.isin(split.item_ids, split.train.item_id.unique())
+    assert (a["scores"][:, unseen].max(axis=1) < a["scores"][:, ~unseen].min(axis=1)).all()
+
+
 def test_popularity_counts_train_interactions(split):
     pop = popularity_scores(split)
     counts = split.train.item_id.value_counts()

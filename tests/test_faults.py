@@ -5,9 +5,11 @@ with results identical to an uninterrupted run, and no LLM prompt may be answere
 The LLM is an `openai` endpoint served from this test process: a fake rater whose digit
 probabilities are a hash of the prompt (so that values, and so rankings, depend on every answer;
 about 10% of answers carry too little mass) and which records every prompt it is asked. The
-fault point is exact: with CTRLREC_TEST_HOLD set, the first process that commits a batch of LLM
-answers writes its pid to that file and waits (ctrlrec/llm/cache.py), and the test strikes then.
-The endpoint needs a key: OPENAI_API_KEY holds a secret that must not appear in any file written."""
+fault point is exact and lives in that endpoint: it holds the first request that arrives once n
+distinct prompts were answered (the LLM cache commits each chunk of 64 answers before it asks for
+the next, so exactly n are committed then), the test strikes, and the held request is then
+closed unanswered, its prompts unrecorded. The endpoint needs a key: OPENAI_API_KEY holds a
+secret that must not appear in any file written."""
 
 import hashlib
 import json
@@ -63,16 +65,83 @@ class FakeRater:
         return ["" for _ in texts]
 
 
+class FaultPoint:
+    """Armed with n, the endpoint holds every POST that arrives once n distinct prompts were
+    answered, before reading it; `reached` is then set and `sender` names the process that sent
+    the first one. `drop()` closes the held requests without an answer and disarms. Requests are
+    handled on threads (a ThreadingHTTPServer), so a held one blocks no other."""
+
+    def __init__(self, rater: FakeRater):
+        self.rater = rater
+        self.lock = threading.Lock()
+        self.after: int | None = None
+        self.sender: int | None = None
+        self.reached, self.released = threading.Event(), threading.Event()
+
+    def arm(self, n: int) -> None:
+        with self.lock:
+            self.after, self.sender = n, None
+            self.reached.clear()
+            self.released.clear()
+
+    def drop(self) -> None:
+        with self.lock:
+            self.after = None
+            self.released.set()
+
+    def holds(self, client: tuple, server: tuple) -> bool:
+        """Whether this request is held (and then dropped) rather than answered."""
+        with self.lock:
+            with self.rater.lock:
+                answered = len(set(self.rater.asked))
+            if self.after is None or answered < self.after:
+                return False
+            if not self.reached.is_set():
+                self.sender = pid_of_client(client[1], server[1])  # while it is still alive
+                self.reached.set()
+        self.released.wait(timeout=600)  # the test drops it long before; never hang a thread
+        return True
+
+
+def pid_of_client(port: int, server_port: int) -> int | None:
+    """The process owning the loopback TCP socket from `port` to `server_port`: its inode from
+    /proc/net/tcp, then the process with a descriptor on that inode."""
+    inodes = set()
+    for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
+        f = line.split()
+        if (int(f[1].split(":")[1], 16), int(f[2].split(":")[1], 16)) == (port, server_port):
+            inodes.add(f"socket:[{f[9]}]")
+    for d in Path("/proc").iterdir():
+        if d.name.isdigit():
+            try:
+                if any(os.readlink(fd) in inodes for fd in (d / "fd").iterdir()):
+                    return int(d.name)
+            except OSError:  # another user's process, or one that just ended
+                pass
+    return None
+
+
 @pytest.fixture(scope="module")
 def endpoint(tokenizer, tmp_path_factory):
     from bench.serve import make_server
 
     rater = FakeRater(tokenizer)
+    fault = FaultPoint(rater)
     srv = make_server(rater, "127.0.0.1", 0)
+
+    class Handler(srv.RequestHandlerClass):
+        def do_POST(self):
+            if fault.holds(self.client_address, self.server.server_address):
+                self.close_connection = True  # no reply: the sender is gone by now
+                return
+            super().do_POST()
+
+    srv.RequestHandlerClass = Handler
     threading.Thread(target=srv.serve_forever, daemon=True).start()
     tok_dir = tmp_path_factory.mktemp("tok")
     tokenizer.save_pretrained(tok_dir)  # the chat template, without any weights
-    yield rater, f"http://127.0.0.1:{srv.server_address[1]}/v1", tok_dir
+    yield rater, f"http://127.0.0.1:{srv.server_address[1]}/v1", tok_dir, fault
+    fault.drop()
     srv.shutdown()
 
 
@@ -103,15 +172,12 @@ def _remove_ray_temp_folders():
         shutil.rmtree(d, ignore_errors=True)
 
 
-def start(suite: Path, out: Path, cache: Path, run_id: str, hold: Path | None = None):
+def start(suite: Path, out: Path, cache: Path, run_id: str):
     """`bench run` in its own process group and with its own Ray temp folder."""
     ray_tmp = tempfile.mkdtemp(prefix="rf", dir="/tmp")  # short: Ray puts sockets there
     RAY_TMPS.append(ray_tmp)
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "RAY_AUTH_MODE": "disabled",
            "RAY_TMPDIR": ray_tmp, "OPENAI_API_KEY": SECRET}
-    env.pop("CTRLREC_TEST_HOLD", None)
-    if hold is not None:
-        env["CTRLREC_TEST_HOLD"] = str(hold)
     proc = subprocess.Popen([sys.executable, "-m", "bench.cli", "run", str(suite), "--workers", "2",
                              "--out", str(out), "--run-id", run_id, "--cache-dir", str(cache)],
                             cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
@@ -131,13 +197,14 @@ def finish(proc, timeout=300):
     return proc.returncode, out, err
 
 
-def wait_for(path: Path, proc, timeout=180) -> int:
+def wait_for(fault: FaultPoint, proc, timeout=180) -> int:
+    """The pid of the process whose request the endpoint holds."""
     t0 = time.monotonic()
-    while not path.exists():
+    while not fault.reached.wait(0.2):
         assert proc.poll() is None, f"bench run ended early: {proc.communicate()[1][-2000:]}"
         assert time.monotonic() - t0 < timeout, "the fault point was never reached"
-        time.sleep(0.2)
-    return int(path.read_text())
+    assert fault.sender is not None and fault.sender != proc.pid  # a Ray worker asks the LLM
+    return fault.sender
 
 
 def leftover_ray_processes(ray_tmp: str, grace: float = 10.0) -> list[int]:
@@ -205,7 +272,7 @@ def stage_entries(cache: Path) -> dict[str, int]:
 @pytest.fixture(scope="module")
 def reference(endpoint, tmp_path_factory):
     """The uninterrupted run that every faulty run must reproduce."""
-    rater, url, tok_dir = endpoint
+    rater, url, tok_dir, _ = endpoint
     root = tmp_path_factory.mktemp("ref")
     suite = suite_file(root, url, tok_dir)
     rater.asked.clear()
@@ -238,7 +305,7 @@ def test_interrupted_driver_and_killed_worker_resume_without_repeating_work(endp
     finished stage file is damaged on disk) kill -9 of the Ray worker running the LLM stage.
     The last run completes with the reference results, and the endpoint is asked each prompt
     exactly once over all runs."""
-    rater, _, _ = endpoint
+    rater, _, _, fault = endpoint
     rater.asked.clear()
     cache, out = tmp_path / "cache", tmp_path / "out"
     suite = reference["suite"]
@@ -246,25 +313,31 @@ def test_interrupted_driver_and_killed_worker_resume_without_repeating_work(endp
     assert distinct > 192  # four batches of answers: three fault points, then the rest
 
     # 1. Ctrl-C once the first 64 answers are committed: a clean stop, exit code 130, one line.
-    proc = start(suite, out, cache, "r1", tmp_path / "hold1")
-    wait_for(tmp_path / "hold1", proc)
+    fault.arm(64)
+    proc = start(suite, out, cache, "r1")
+    wait_for(fault, proc)
+    assert llm_rows(cache) == 64  # committed before the next chunk was asked
     proc.send_signal(signal.SIGINT)
     code, _, err = finish(proc, timeout=240)
     assert code == 130 and "Traceback" not in err, err[-2000:]
     assert any(line.startswith("interrupted: ") for line in err.replace("\x1b[A", "\n")
                .splitlines()), err[-2000:]
     left_after_sigint = leftover_ray_processes(proc.ray_tmp)
+    fault.drop()  # only now: no process of that run is left to ask again
     assert llm_rows(cache) == 64 and len(rater.asked) == 64
     assert not (out / "faults" / "r1").exists()
 
     # 2. Rerun; once its first batch is committed (128 answers in all), kill -9 the driver's
     # whole process group.
-    proc = start(suite, out, cache, "r2", tmp_path / "hold2")
-    wait_for(tmp_path / "hold2", proc)
+    fault.arm(128)
+    proc = start(suite, out, cache, "r2")
+    wait_for(fault, proc)
     assert llm_rows(cache) == 128 and len(rater.asked) == 128
     os.killpg(proc.pid, signal.SIGKILL)
     finish(proc, timeout=60)
     left_after_kill = leftover_ray_processes(proc.ray_tmp)
+    fault.drop()
+    assert len(rater.asked) == 128
     assert not (out / "faults" / "r2").exists()  # no half-written results folder
     before = stage_entries(cache)
     assert "values" not in {k.split("/")[0] for k in before}  # the LLM stage never finished
@@ -274,10 +347,12 @@ def test_interrupted_driver_and_killed_worker_resume_without_repeating_work(endp
     pool_entry = next(cache / k for k in before if k.startswith("pool/"))
     npy = pool_entry / "pool.npy"
     npy.write_bytes(npy.read_bytes()[:-7])
-    proc = start(suite, out, cache, "r3", tmp_path / "hold3")
-    worker = wait_for(tmp_path / "hold3", proc)
+    fault.arm(192)
+    proc = start(suite, out, cache, "r3")
+    worker = wait_for(fault, proc)
     assert llm_rows(cache) == 192 and len(rater.asked) == 192
     os.kill(worker, signal.SIGKILL)
+    fault.drop()  # the killed worker runs no more code; the retried task is answered
     code, stdout, err = finish(proc)
     assert code == 0, err[-3000:]
     assert "stage cache entry of pool" in err and "corrupt" in err  # reported, recomputed

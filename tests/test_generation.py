@@ -2,6 +2,7 @@
 
 import numpy as np
 import pandas as pd
+import pytest
 
 from ctrlrec.llm.backends import render
 from ctrlrec.llm.cache import CachedLLM, LLMCache
@@ -33,27 +34,33 @@ def test_garbage_answers_fall_back_to_templates_and_say_so(tiny_backend, split, 
     assert (df.source == "template").all() and (df.attempts == 2).all()
     assert set(df.genre) <= set(REQUEST_GENRES)
     assert llm.calls == 6  # 3 users × 2 tries, nothing more
+    open_ = llm_open_requests(llm, lambda c: render(tiny_backend.tokenizer, c), split,
+                              movielens.items, users, tries=1)
+    assert (open_.source == "template").all() and open_["style"].nunique() == 3  # styles rotate
 
 
+@pytest.mark.slow
+@pytest.mark.llm
 def test_the_packaged_model_writes_valid_requests(qwen, split, movielens, tmp_path):
-    users = split.user_ids[:3]
+    # One user: in float32 on a 2-core AVX2 CPU a generated token of the 1.5B model costs ~0.5 s
+    # (retries and style rotation are tested on the tiny model above, which always falls back).
+    users = split.user_ids[:1]
     llm = _llm(qwen, tmp_path)
     draw = lambda c: render(qwen.tokenizer, c)  # noqa: E731
     genre = llm_genre_requests(llm, draw, split, movielens.items, users)
-    assert (genre.source == "llm").sum() >= 2
-    for text, g in zip(genre.text, genre.genre):
-        assert detect_genres(text) == [g] or g in REQUEST_GENRES
+    assert (genre.source == "llm").all()
+    assert set(genre.genre) <= set(REQUEST_GENRES)
+    for text, g in zip(genre.text[genre.source == "llm"], genre.genre[genre.source == "llm"]):
+        assert detect_genres(text) == [g]  # an accepted request names exactly its one genre
     calls = llm.calls
     again = llm_genre_requests(llm, draw, split, movielens.items, users)
     assert again.equals(genre) and llm.calls == calls  # cached: no new calls
     open_ = llm_open_requests(llm, draw, split, movielens.items, users)
-    assert (open_.source == "llm").sum() >= 2 and open_.text.str.len().gt(10).all()
-    assert open_.text.nunique() == len(open_)  # no user repeats an earlier request
-    assert open_["style"].nunique() == 3
+    assert (open_.source == "llm").all() and open_.text.str.len().gt(10).all()
 
 
 def test_judge_grades_each_distinct_feed_once(tiny_model_dir, tmp_path, monkeypatch, movielens):
-    from bench.stages import judge_stage
+    from bench.stages.evaluate import judge_stage
 
     monkeypatch.setenv("CTRLREC_LLM_CACHE", str(tmp_path / "j.sqlite"))
     items = movielens.items.assign(text=movielens.items.title)

@@ -85,6 +85,8 @@ def test_generation_is_cached_too(tiny, tmp_path):
     assert llm.calls == 2
 
 
+@pytest.mark.slow
+@pytest.mark.llm
 def test_packaged_model_passes_the_mass_check_and_discriminates(qwen):
     be = qwen
     kids = be.render(rating_chat("I want a funny movie to watch with my kids"))

@@ -3,6 +3,7 @@ ratings that travel over a real socket equal the in-process ones."""
 
 import threading
 
+import numpy as np
 import pytest
 
 from bench.serve import make_server
@@ -20,6 +21,8 @@ def server(qwen):
     srv.shutdown()
 
 
+@pytest.mark.slow
+@pytest.mark.llm
 def test_ratings_over_http_match_in_process(qwen, server):
     client = OpenAIBackend("qwen", base_url=server, batch_size=2, retries=0)
     tpl = qwen.render(rating_chat("an animated film for my kids"))
@@ -39,3 +42,24 @@ def test_unreachable_endpoint_fails_with_one_clear_error():
     client = OpenAIBackend("m", base_url="http://127.0.0.1:9/v1", retries=1, timeout=2)
     with pytest.raises(EndpointError, match="failed after 2 tries"):
         client.rate([B.RatePrompt("a", "b")])
+
+
+@pytest.mark.slow
+@pytest.mark.llm
+def test_bench_serve_answers_the_official_openai_client(qwen, server):
+    """The official `openai` package, not our client, reads `bench serve`: it lists the model and
+    its top-5 log-probabilities give the in-process ratings."""
+    openai = pytest.importorskip("openai")  # TEMPORARY, until the dev extra installs it
+    client = openai.OpenAI(base_url=server, api_key="unused", max_retries=0, timeout=120)
+    assert [m.id for m in client.models.list()] == [qwen.identity["model"]]
+    tpl = qwen.render(rating_chat("a scary movie for tonight"))
+    prompts = [B.fill(tpl, x) for x in ("Alien (1979)", "Babe (1995)")]
+    reply = client.completions.create(model="qwen", prompt=[p.text for p in prompts],
+                                      logprobs=5, max_tokens=1)
+    for want, choice in zip(qwen.rate(prompts), sorted(reply.choices, key=lambda c: c.index)):
+        top = choice.logprobs.top_logprobs[0]  # {token text: logprob}, five of them
+        probs = [sum(np.exp(lp) for t, lp in top.items() if t.strip() == d) for d in B.DIGITS]
+        with np.errstate(divide="ignore"):
+            got = B.rating_from_logprobs(np.log(probs))
+        assert got.mass > 0.9 and got.mass == pytest.approx(want.mass, abs=2e-3)
+        assert got.expected == pytest.approx(want.expected, abs=1e-2)

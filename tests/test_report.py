@@ -2,15 +2,18 @@
 comparison, the leaderboard over two tiny runs and a corrupt folder, `bench show`'s table and its
 input errors. No Ray, no model: a few seconds."""
 
+import html
 import json
+import re
 
 import numpy as np
 import pandas as pd
 import pytest
 
-from bench import cli, report, tables
+from bench import cli
 from bench.leaderboard import collect_all, write
 from bench.outputs import write_reports
+from bench.report import provenance, render, statistics, tables
 
 METHODS = ("untrained", "direct")
 WS = (0.0, 0.5, 1.0)
@@ -61,11 +64,11 @@ def write_run(folder, contexts=("none",), **kw):
     folder.mkdir(parents=True)
     per_user = per_user_frame(contexts)
     per_user.to_parquet(folder / "per_user.parquet", index=False)
-    cells = report.cells_table(per_user, "0123456789abcdef")
+    cells = tables.cells_table(per_user, "0123456789abcdef")
     cells.to_parquet(folder / "cells.parquet", index=False)
     m = manifest(folder.parent.name, contexts, **kw)
     write_reports(folder, m, cells, per_user)
-    report.write_json(folder / "manifest.json", m)
+    provenance.write_json(folder / "manifest.json", m)
     return folder
 
 
@@ -86,6 +89,15 @@ def test_report_html_is_self_contained_with_every_section(ctx_run):
         assert f"<h2>{heading}" in page, heading
     assert "same model as the direct scorer" in page
     assert "7 of 200 LLM ratings (3.50%)" in page
+
+
+def test_summary_and_report_share_their_sections(ctx_run):
+    # both documents are rendered from one section model: same titles, same order
+    md = [line[3:] for line in (ctx_run / "summary.md").read_text().splitlines()
+          if line.startswith("## ")]
+    page = (ctx_run / "report.html").read_text()
+    assert [html.unescape(t) for t in re.findall(r"<h2>(.*?)</h2>", page)] == md
+    assert len(md) == 8 and "Context comparison: best satisfaction per method × context" in md
 
 
 def test_context_figure_and_table_in_summary(ctx_run):
@@ -136,13 +148,13 @@ def test_paired_comparison_by_construction():
             rows.append(("c", u, w, 0.5 + 0.1 * w + 0.01 * (u % 3) + 0.02 * ((u % 2) - 0.5)))
     df = pd.DataFrame(rows, columns=["method", "user_id", "w_control", "genre_accuracy"]).assign(
         context="none", aggregation="rank", k=5)
-    p = tables.paired_comparisons(df, "genre_accuracy", 5).set_index(["method_a", "method_b"])
+    p = statistics.paired_comparisons(df, "genre_accuracy", 5).set_index(["method_a", "method_b"])
     ab = p.loc[("a", "b")]
     assert ab["diff"] == pytest.approx(0.2) and ab.ci_low > 0.19 and ab.p_value < 0.001
     assert ab.w_a == 1.0 and ab.w_b == 1.0
     bc = p.loc[("b", "c")]  # same mean, symmetric noise: no evidence of a difference
     assert abs(bc["diff"]) < 1e-9 and bc.p_value > 0.2 and bc.ci_low < 0 < bc.ci_high
-    assert tables.sign_flip_p(np.zeros(10)) == 1.0
+    assert statistics.sign_flip_p(np.zeros(10)) == 1.0
 
 
 def test_pareto_summary_on_constructed_cells():
@@ -152,7 +164,7 @@ def test_pareto_summary_on_constructed_cells():
                  ("m", "none", "rank", w, 5, "precision", prec)]
     cells = pd.DataFrame(rows, columns=["method", "context", "aggregation", "w_control", "k",
                                         "metric", "mean"])
-    s = tables.pareto_summary(cells, "genre_accuracy", 5, engagement=("precision",))
+    s = statistics.pareto_summary(cells, "genre_accuracy", 5, engagement=("precision",))
     # frontier by precision: (0.2, 0.9), (0.3, 0.8), (0.4, 0.3); (0.1, 0.7) is dominated
     expected = (0.2 * 0.9 + 0.1 * 0.8 + 0.1 * 0.3) / 0.4
     assert s.area_vs_precision.iloc[0] == pytest.approx(expected)
@@ -228,7 +240,7 @@ def test_show_run_without_manifest(tmp_path, capsys):
 
 def test_manifest_json_roundtrip_keeps_engagement_table(ctx_run):
     m = json.loads((ctx_run / "manifest.json").read_text())
-    text = report.summary_markdown(m, pd.read_parquet(ctx_run / "cells.parquet"),
+    text = render.summary_markdown(m, pd.read_parquet(ctx_run / "cells.parquet"),
                                    pd.read_csv(ctx_run / "table1.csv"),
                                    pd.read_csv(ctx_run / "pareto.csv"))
     assert "0.310 ± 0.010" in text

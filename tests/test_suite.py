@@ -3,7 +3,7 @@ from pathlib import Path
 
 import pytest
 
-from bench.suite import SuiteError, load_suite
+from bench.suitefile import SuiteError, load_suite
 
 
 def write(tmp_path, body):
@@ -83,6 +83,19 @@ def test_overrides_take_precedence_and_are_validated(tmp_path):
     assert s.methods[0].model == "my-model"
     with pytest.raises(SuiteError, match="not an index"):
         load_suite(write(tmp_path, BASE), ["methods.3.model=x"])
+
+
+def test_engagement_keys_keep_their_shape(tmp_path):
+    # bivae's cache key and the config hashes of earlier runs depend on these exact keys
+    assert load_suite(write(tmp_path, BASE)).engagement.model_dump(mode="json") == {
+        "model": "bivae", "k": 50, "encoder": [100], "act_fn": "tanh", "likelihood": "pois",
+        "epochs": 500, "batch_size": 128, "learning_rate": 0.001}
+    bpr = load_suite(write(tmp_path, BASE), ["engagement.model=bpr", "engagement.params.k=50",
+                                             "engagement.params.learning_rate=1"]).engagement
+    assert bpr.model_dump(mode="json") == {  # canonical name; ints as floats; one SGD thread
+        "model": "BPR", "params": {"k": 50, "learning_rate": 1.0, "num_threads": 1}}
+    neumf = load_suite(write(tmp_path, BASE + "engagement: {model: NeuMF}\n")).engagement
+    assert neumf.params == {"backend": "pytorch"}  # not cornac's tensorflow default
 
 
 def test_config_hash_ignores_description_only(tmp_path):

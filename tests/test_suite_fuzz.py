@@ -5,7 +5,8 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from bench.suite import Suite, SuiteError, load_suite
+from bench.suite import Suite
+from bench.suitefile import SuiteError, load_suite
 
 # Real keys (so that generated files get past the top level and into the nested models), with
 # some unknown ones mixed in.

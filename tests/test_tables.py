@@ -2,7 +2,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from bench.tables import bootstrap_ci, front_area, pareto_front, table1
+from bench.report.statistics import bootstrap_ci, front_area, pareto_front, table1
 
 
 def test_pareto_front_by_hand():

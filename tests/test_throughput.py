@@ -2,13 +2,19 @@
 measurement with random-weight models of a tiny shape (real code paths, seconds)."""
 
 import json
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
 from bench import throughput as tp
+from ctrlrec.hardware import resolve_dtype
 from ctrlrec.retrieval import topk_dot
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def test_chunked_topk_matches_a_full_sort():
@@ -34,25 +40,75 @@ def test_fit_recovers_a_known_cost_model_and_reports_its_error():
 
 
 @pytest.mark.parametrize("patch, message", [
-    ({"items": []}, "items: []: expected a non-empty list of positive integers"),
-    ({"requests": [1, -2]}, "requests: [1, -2]"),
-    ({"speed": 1}, "speed: unknown key"),
-    ({"paths": [{"method": "fast"}]}, "paths[0].method: 'fast': allowed: direct, distilled"),
-    ({"paths": [{"method": "direct", "model": "x", "dtype": "fp8"}]}, "paths[0].dtype: 'fp8'"),
+    ({"items": []}, "items: List should have at least 1 item after validation, not 0 (got [])"),
+    ({"requests": [1, -2]}, "requests[1]: Input should be greater than or equal to 1 (got -2)"),
+    ({"items": [10, True]}, "items[1]: Input should be a valid integer (got True)"),
+    ({"speed": 1}, "speed: unknown key; allowed: name, description, seed, top_k, threads, "
+                   "item_texts, items, requests, paths (got 1)"),
+    ({"paths": [{"method": "fast"}]},
+     "paths[0].method: allowed: direct, distilled (got 'fast')"),
+    ({"paths": [{"model": "x"}]}, "paths[0].method: allowed: direct, distilled (got None)"),
+    ({"paths": [{"method": "direct", "model": "x", "encode_batch": 8}]},
+     "paths[0].encode_batch: unknown key; allowed: method, dtype, budget_s, device, model, "
+     "random_arch, tokenizer, backend, batch_size (got 8)"),
+    ({"paths": [{"method": "direct", "model": "x", "dtype": "fp8"}]},
+     "paths[0].dtype: Input should be 'auto', 'bfloat16', 'float32' or 'float16' (got 'fp8')"),
     ({"paths": [{"method": "distilled", "random_arch": "bert-huge", "tokenizer": "t"}]},
-     "paths[0].random_arch: 'bert-huge': allowed: stella-400m-shape, tiny"),
-    ({"paths": [{"method": "direct", "model": "x", "random_arch": "tiny"}]}, "exactly one of"),
+     "paths[0].random_arch: Input should be 'stella-400m-shape' or 'tiny' (got 'bert-huge')"),
+    ({"paths": [{"method": "direct", "model": "x", "random_arch": "tiny"}]},
+     "paths[0]: give exactly one of model (real weights) or random_arch (llama-3.1-8b, "
+     "qwen2.5-1.5b, tiny)"),
+    ({"paths": [{"method": "direct", "random_arch": "tiny"}]},
+     "paths[0]: a random_arch needs a tokenizer (packaged alias or folder)"),
     ({"paths": [{"method": "distilled", "model": "x", "max_item_matrix_gib": -1}]},
-     "paths[0].max_item_matrix_gib: -1: expected a positive number"),
-    ({"paths": [{"method": "direct", "model": "x", "device": "tpu"}]}, "paths[0].device: 'tpu'"),
-    ({"paths": [{"method": "direct", "model": "x", "budget_s": ".inf"}]}, "paths[0].budget_s"),
+     "paths[0].max_item_matrix_gib: Input should be greater than 0 (got -1)"),
+    ({"paths": [{"method": "direct", "model": "x", "device": "tpu"}]},
+     "paths[0].device: allowed: cpu, cuda, cuda:N (default: cuda where there is a GPU) "
+     "(got 'tpu')"),
+    ({"paths": [{"method": "direct", "model": "x", "budget_s": float("inf")}]},
+     "paths[0].budget_s: Input should be a finite number (got inf)"),
+    ({"paths": [{"method": "direct", "model": "x", "backend": "vllm"}]},
+     "paths[0].backend: Input should be 'hf' (got 'vllm')"),
 ])
 def test_bad_suites_give_one_line_errors(patch, message):
     raw = {"name": "t", "items": [10], "requests": [1],
            "paths": [{"method": "distilled", "model": "all-MiniLM-L6-v2"}], **patch}
     with pytest.raises(tp.ThroughputError) as err:
         tp.validate(raw, "t.yaml")
-    assert message in str(err.value) and "\n" not in str(err.value)
+    assert str(err.value) == f"t.yaml: {message}"
+
+
+def test_suite_defaults_and_normalisation():
+    cfg = tp.validate({"items": [100, 10, 100], "requests": [4, 1],
+                       "paths": [{"method": "direct", "model": "x", "budget_s": 2.5}]},
+                      "suites/some.yaml")
+    assert cfg["name"] == "some" and cfg["items"] == [10, 100] and cfg["requests"] == [1, 4]
+    assert cfg["paths"] == [{"method": "direct", "dtype": "auto", "budget_s": 2.5, "device": None,
+                             "model": "x", "backend": "hf", "batch_size": 32}]
+
+
+@pytest.mark.parametrize("suite", ["suites/throughput.yaml", "suites/gpu/throughput.yaml"])
+def test_measuring_side_needs_no_pydantic_pandas_or_ray(suite):
+    """A bare GPU machine has torch, transformers and sentence-transformers only: measuring must
+    import nothing else, and read a suite there as the schema does here."""
+    blocked = ("pydantic", "pydantic_core", "pandas", "ray", "matplotlib", "scipy", "tabulate")
+    code = (f"import json, sys\nfor m in {blocked!r}: sys.modules[m] = None\n"
+            "import ctrlrec.hardware, bench.throughput.measure, bench.throughput.cli\n"
+            f"print(json.dumps(bench.throughput.load_config({suite!r})))")
+    read = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
+    assert read.returncode == 0, read.stderr
+    assert "read without validation (pydantic is not installed here)" in read.stderr
+    assert json.loads(read.stdout) == tp.load_config(ROOT / suite)
+
+
+def test_a_bad_suite_file_is_one_error_line_and_exit_code_2(tmp_path, capsys):
+    suite = tmp_path / "bad.yaml"
+    suite.write_text("items: [10]\nrequests: [1]\npaths:\n  - method: direct\n    model: x\n"
+                     "    batch_size: many\n")
+    assert tp.main([str(suite), "--out", str(tmp_path / "out")]) == 2
+    assert capsys.readouterr().err == (f"error: {suite}: paths[0].batch_size: Input should be a "
+                                       "valid integer (got 'many')\n")
+    assert not (tmp_path / "out").exists()
 
 
 def test_tiny_measurement_end_to_end(tmp_path, capsys):
@@ -67,6 +123,13 @@ def test_tiny_measurement_end_to_end(tmp_path, capsys):
     out = tmp_path / "out"
     assert tp.main([str(suite), "--out", str(out)]) == 0
     meas = json.loads((out / "measurements.json").read_text())
+    # the distilled path leaves dtype at auto: measured in the dtype it resolves to on its device
+    dev, auto = meas["paths"][1]["device"], resolve_dtype("auto", meas["paths"][1]["device"])
+    assert meas["config"]["paths"][1]["dtype"] == "auto" and meas["paths"][1]["dtype"] == auto
+    assert meas["hardware"]["dtypes"][1] == {"path": meas["paths"][1]["label"], "dtype": "auto",
+                                             "resolved": auto}
+    assert meas["hardware"]["describe"]["device"] == dev
+    assert meas["hardware"]["describe"]["auto_dtype"] == auto
     direct = [r for r in meas["rows"] if r["method"] == "direct"]
     dist = [r for r in meas["rows"] if r["method"] == "distilled"]
     assert direct and all(r["seconds"] > 0 for r in direct)

@@ -12,9 +12,9 @@ from __future__ import annotations
 
 import copy
 import hashlib
-import json
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 import numpy as np
 
@@ -88,6 +88,31 @@ def fill(template: RatePrompt, item: str) -> RatePrompt:
     return RatePrompt(template.prefix, item + template.suffix)
 
 
+class LLMBackend(Protocol):
+    """What every backend provides. `identity` holds what its answers depend on (it enters every
+    cache key, via `llm_identity`); `settings` adds runtime details for manifests."""
+
+    name: str
+    identity: dict
+    settings: dict
+
+    def rate(self, prompts: list[RatePrompt]) -> list[Rating]: ...
+
+    def generate(self, texts: list[str], max_new_tokens: int = 64, temperature: float = 0.0,
+                 seed: int = 0) -> list[str]: ...
+
+
+def llm_identity(backend: str, model: str, dtype: str, revision: str,
+                 base_url: str | None = None) -> dict:
+    """The one description of a model's identity, used by the answer cache and the manifest:
+    backend, model name, revision fingerprint of its files, resolved dtype, and the server for
+    remote backends (whose dtype is the server's own, recorded as 'auto')."""
+    out = {"backend": backend, "model": model, "dtype": dtype, "revision": revision}
+    if base_url:
+        out["base_url"] = base_url.rstrip("/")
+    return out
+
+
 def model_revision(path: str) -> str:
     """A short fingerprint of a local model folder (config + weight file names and sizes)."""
     p = Path(path)
@@ -108,23 +133,24 @@ class HFBackend:
 
     name = "hf"
 
-    def __init__(self, model: str, dtype: str = "bfloat16", device: str | None = None,
-                 batch_size: int = 32, threads: int | None = None, prefix_reuse: bool = True,
-                 **_ignored):
+    def __init__(self, model: str, dtype: str = "auto", device: str | None = None,
+                 batch_size: int = 32, threads: int | None = None, prefix_reuse: bool = True):
         import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
+        from ..hardware import default_device, resolve_dtype
         from .models import resolve_llm
 
-        if threads:
+        if threads:  # the process is a worker that serves this model (a Ray task sets the same)
             torch.set_num_threads(threads)
         path = resolve_llm(model)
-        device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+        device = device or default_device()
+        dtype = resolve_dtype(dtype, device)
+        # The packaged folder holds bf16 weights; float32 upcasts them exactly on load.
         loaded = AutoModelForCausalLM.from_pretrained(path, dtype=getattr(torch, dtype))
         self._setup(loaded.to(device).eval(), AutoTokenizer.from_pretrained(path), device,
                     batch_size, prefix_reuse,
-                    {"backend": self.name, "model": model, "revision": model_revision(path),
-                     "dtype": dtype})
+                    llm_identity(self.name, model, dtype, model_revision(path)))
 
     @classmethod
     def from_objects(cls, model, tokenizer, name: str, batch_size: int = 32,
@@ -133,8 +159,9 @@ class HFBackend:
         self = cls.__new__(cls)
         device = str(next(model.parameters()).device)
         self._setup(model.eval(), tokenizer, device, batch_size, prefix_reuse,
-                    {"backend": cls.name, "model": name, "revision": "in-memory",
-                     "dtype": str(next(model.parameters()).dtype).removeprefix("torch.")})
+                    llm_identity(cls.name, name,
+                                 str(next(model.parameters()).dtype).removeprefix("torch."),
+                                 "in-memory"))
         return self
 
     def _setup(self, model, tokenizer, device, batch_size, prefix_reuse, identity):
@@ -243,23 +270,3 @@ class HFBackend:
                                           pad_token_id=tok.pad_token_id or tok.eos_token_id)
             out += tok.batch_decode(gen[:, batch["input_ids"].shape[1]:], skip_special_tokens=True)
         return out
-
-
-# Import paths, so that vLLM (GPU extra) is imported only when chosen.
-BACKENDS = {"hf": "ctrlrec.llm.backends:HFBackend", "openai": "ctrlrec.llm.remote:OpenAIBackend",
-            "vllm": "ctrlrec.llm.vllm_backend:VLLMBackend"}
-_LOADED: dict = {}
-
-
-def load_backend(name: str, model: str, **kwargs):
-    """A backend instance; one per process and configuration, so a Ray worker that runs several
-    LLM stages in turn loads the model once."""
-    import importlib
-
-    if name not in BACKENDS:
-        raise ValueError(f"unknown LLM backend {name!r}; allowed: {', '.join(BACKENDS)}")
-    key = (name, model, json.dumps(kwargs, sort_keys=True, default=str))
-    if key not in _LOADED:
-        module, cls = BACKENDS[name].split(":")
-        _LOADED[key] = getattr(importlib.import_module(module), cls)(model, **kwargs)
-    return _LOADED[key]

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import sqlite3
 import threading
 import time
@@ -151,28 +150,7 @@ class CachedLLM:
             self.calls += len(batch)
             new = {k: encode(o) if encode else o for (k, _), o in zip(batch, outs)}
             self.cache.put_many(kind, new)
-            _hold_if_asked()
             found.update(new)
             if progress_bar is not None:
                 progress_bar.update(len(batch))
         return found
-
-
-def _hold_if_asked() -> None:
-    """Fault injection for tests/test_faults.py. With CTRLREC_TEST_HOLD=<file>, the first process
-    that commits a batch of answers creates <file> holding its pid and then waits, so that a test
-    can kill that worker (or the driver) at a known point: some answers committed, the stage not
-    finished. Every later process sees the file and carries on."""
-    target = os.environ.get("CTRLREC_TEST_HOLD")
-    if not target:
-        return
-    tmp = f"{target}.{os.getpid()}.tmp"
-    with open(tmp, "w") as f:
-        f.write(str(os.getpid()))
-    try:
-        os.link(tmp, target)  # atomic, and fails if the file exists: one holder only
-    except FileExistsError:
-        return
-    finally:
-        os.unlink(tmp)
-    time.sleep(600)

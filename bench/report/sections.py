@@ -1,0 +1,228 @@
+"""The one model both summary.md and report.html are rendered from: a report is a title, a line
+of facts about the run and a list of sections, each with a title, an intro sentence, warnings,
+tables (DataFrames) and figures (PNG files of the run folder)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pandas as pd
+
+from .provenance import hardware
+from .tables import context_free, satisfaction_metric, selected_w
+
+
+@dataclass
+class Table:
+    frame: pd.DataFrame
+    floatfmt: str = ".3f"
+    caption: str | None = None  # a sentence before the table
+    empty: str = "none"         # said instead of a table without rows
+
+
+@dataclass
+class Figure:
+    path: Path
+    alt: str
+
+
+@dataclass
+class Section:
+    title: str
+    intro: str | None = None
+    warnings: list[str] | None = None  # None: the section lists no warnings; []: it found none
+    tables: list[Table] = field(default_factory=list)
+    figures: list[Figure] = field(default_factory=list)
+    note: str | None = None     # after the tables: where the files are, how to read them
+
+
+@dataclass
+class Report:
+    title: str
+    facts: list[str]
+    sections: list[Section]
+
+
+def rows_frame(rows: list[list], header: list[str]) -> pd.DataFrame:
+    """A table given as rows; object dtype keeps ints, strings and None as they are."""
+    return pd.DataFrame(rows, columns=header, dtype=object)
+
+
+def eval_seen_in_training(manifest: dict) -> int | None:
+    return (manifest.get("llm") or {}).get("values[distilled]", {}).get(
+        "eval_requests_seen_in_training")
+
+
+def warnings(manifest: dict) -> tuple[list[list], list[str]]:
+    """(rows of the mass-check table: stage, ratings, below threshold, rate, mean mass;
+    warning sentences) from the manifest."""
+    rows, notes = [], []
+    for label, st in (manifest.get("llm") or {}).items():
+        if "low_mass_rate" in st:
+            n = st.get("feeds_judged", st.get("prompts"))
+            rows.append([label, n, st.get("low_mass"), f"{st['low_mass_rate']:.2%}",
+                         f"{st['mean_mass']:.3f}" if st.get("mean_mass") is not None else "–"])
+            if st["low_mass_rate"] > 0:
+                what = ("left out of the averages" if label == "judge" else
+                        "left out of training" if label == "teacher_labels" else
+                        "scored 1 (lowest)")
+                notes.append(f"{label}: {st['low_mass']} of {n} LLM ratings "
+                             f"({st['low_mass_rate']:.2%}) failed the probability-mass check "
+                             f"and were {what}.")
+        if st.get("fallbacks"):
+            notes.append(f"{label}: {st['fallbacks']} of {st.get('prompts')} requests fell back "
+                         "to the template writer (the LLM gave no valid request).")
+    if manifest.get("judge_is_scorer"):
+        notes.append("The judge is the same model as the direct scorer (the paper used different "
+                     "models): judge scores may favour the direct method.")
+    seen = eval_seen_in_training(manifest)
+    if seen:
+        notes.append(f"{seen} evaluation requests were also distillation training requests.")
+    return rows, notes
+
+
+def warnings_section(manifest: dict) -> Section:
+    rows, notes = warnings(manifest)
+    judge = manifest.get("judge_is_scorer")
+    judge_line = ("no judge in this suite" if judge is None else
+                  "judge = direct scorer: **yes**" if judge else "judge = direct scorer: no")
+    frame = rows_frame(rows, ["stage", "ratings", "below threshold", "rate", "mean mass"])
+    return Section("Warnings", warnings=notes, tables=[Table(
+        frame, caption=f"LLM probability-mass check per stage ({judge_line}):",
+        empty="No LLM ratings in this run.")])
+
+
+def engagement_section(engagement: dict) -> Section:
+    """Mean ± se per engagement model and metric."""
+    rows = [[name] + [f"{v[0]:.3f} ± {v[1]:.3f}" for v in m.values()]
+            for name, m in engagement.items()]
+    header = ["model"] + list(next(iter(engagement.values())))
+    return Section("Engagement model on the test half (all non-train items are candidates)",
+                   tables=[Table(rows_frame(rows, header))])
+
+
+def table1_section(sat: str, t1: pd.DataFrame) -> Section:
+    return Section(f"Table 1: maximum request satisfaction ({sat.replace('_', ' ')}@k) per method",
+                   "95% bootstrap intervals over users; `diff_ci` is the paired interval of the "
+                   "difference to the untrained method, each at its own best w.",
+                   tables=[Table(t1)])
+
+
+def paired_section(pairs: pd.DataFrame | None) -> Section:
+    title = "Paired comparison of methods, each at its best w"
+    if pairs is None:
+        return Section(title, "Needs per-user data (`per_user.parquet`), which this run folder "
+                              "lacks.")
+    if not len(pairs):
+        return Section(title, "One method per context and aggregation: no pair to compare.")
+    return Section(title, "`diff` = mean over the same users of satisfaction(a) − "
+                          "satisfaction(b); 95% bootstrap interval; two-sided sign-flip p-value. "
+                          "The best w is chosen on these users, so the intervals are somewhat "
+                          "optimistic.",
+                   tables=[Table(pairs.assign(p_value=pairs.p_value.map(lambda p: f"{p:.4f}")))])
+
+
+def pareto_section(run_dir: Path, pareto: pd.DataFrame, with_contexts: bool) -> Section:
+    return Section(
+        "Pareto frontiers (area under the satisfaction-vs-engagement frontier, engagement "
+        "scaled by its best value in this run)",
+        tables=[Table(pareto)],
+        figures=[Figure(run_dir / f"pareto_k{k}.png", f"Pareto frontiers at k={k}")
+                 for k in sorted(pareto.k.unique())],
+        note="Plots: `curves.png` (against w), `pareto_k*.png` (frontiers)"
+             + (", `context.png` (contexts)" if with_contexts else "") + ".")
+
+
+def context_section(run_dir: Path, contexts: pd.DataFrame) -> Section:
+    names = [c for c in contexts.columns if c not in ("method", "aggregation", "k")]
+    free = sorted({m for m in contexts.method if context_free(m)})
+    same = (f" {', '.join(free)} ignore{'s' if len(free) == 1 else ''} the context, so "
+            "their columns are equal by construction." if free else "")
+    return Section(
+        "Context comparison: best satisfaction per method × context",
+        f"Contexts {', '.join(names)}: `history:N` shows the LLM the user's N most recent "
+        f"train ratings, `none` shows only the request. Max over w, 95% bootstrap "
+        f"interval, the w that reaches it.{same} Figure: `context.png`.",
+        tables=[Table(contexts)],
+        figures=[Figure(run_dir / "context.png", "satisfaction per context")])
+
+
+def curves_section(run_dir: Path, cells: pd.DataFrame) -> Section:
+    return Section(
+        "Satisfaction and engagement at selected w_control",
+        tables=[Table(selected_w(cells))],
+        figures=[Figure(run_dir / "curves.png", "satisfaction and precision against w_control")],
+        note="All cells: `cells.parquet` (mean, standard error and user count per metric); "
+             "per-user values: `per_user.parquet`.")
+
+
+def llm_section(manifest: dict) -> Section | None:
+    """LLM work of the run: prompts, calls made, cache hits, mass-check failures, fallbacks."""
+    rows = [[label, s.get("prompts"), s.get("llm_calls"), s.get("cache_hits"),
+             s.get("low_mass", "–"),
+             f"{s['low_mass_rate']:.2%}" if "low_mass_rate" in s else "–",
+             s.get("fallbacks", "–"), (s.get("backend") or {}).get("model")]
+            for label, s in (manifest.get("llm") or {}).items() if s.get("prompts") is not None]
+    if not rows:
+        return None
+    header = ["stage", "prompts", "LLM calls", "cache hits", "mass < threshold", "rate",
+              "template fallbacks", "model"]
+    return Section("LLM work", tables=[Table(rows_frame(rows, header))],
+                   note="Direct scoring: an item whose digit mass is below the threshold gets "
+                        "the lowest rating (1). Judge: such grades are left out of the averages.")
+
+
+def distillation_section(run_dir: Path, manifest: dict) -> Section | None:
+    """Pearson, Spearman and n on held-out pairs: student, untrained, then per request kind."""
+    d = manifest.get("distillation")
+    if not d:
+        return None
+    rows = [["all held-out pairs (student)", d["overall"]["pearson"], d["overall"]["spearman"],
+             d["overall"]["n"]],
+            ["all held-out pairs (untrained, before)", d["untrained_overall"]["pearson"],
+             d["untrained_overall"]["spearman"], d["untrained_overall"]["n"]]]
+    rows += [[f"kind: {k}", v["pearson"], v["spearman"], v["n"]]
+             for k, v in d["per_kind"].items()]
+    return Section(
+        "Distillation check (held-out requests)",
+        f"{d['train_requests']} training requests ({d['train_pairs']} pairs), "
+        f"{d['val_requests']} held out ({d['val_pairs']} pairs); loss per epoch: "
+        + ", ".join(f"{h['loss']:.4f}" for h in d["history"]) + ".",
+        tables=[Table(rows_frame(rows, ["pairs", "Pearson", "Spearman", "n"]))],
+        figures=[Figure(run_dir / "distill.png", "student vs teacher on held-out pairs")],
+        note=f"Evaluation requests that also were training requests: "
+             f"{eval_seen_in_training(manifest)}. The distilled values made no LLM call. "
+             "Scatter: `distill.png`; pairs: `distill_check.parquet`.")
+
+
+def facts(manifest: dict) -> list[str]:
+    """Which run this is and where it ran, for the line under the title."""
+    out = [f"run {manifest.get('run_id')}", manifest.get("created_utc"),
+           f"{manifest['n_users']} users", f"config {manifest['config_hash'][:12]}",
+           f"git {str(manifest.get('git_commit', ''))[:10]}",
+           f"data from {manifest.get('data_source')}",
+           f"candidate pool {(manifest.get('pool') or {}).get('kind', 'all')}",
+           hardware(manifest)]
+    return [f for f in out if f]
+
+
+def build(manifest: dict, cells: pd.DataFrame, table1: pd.DataFrame, pareto: pd.DataFrame,
+          pairs: pd.DataFrame | None = None, contexts: pd.DataFrame | None = None,
+          run_dir: Path = Path(".")) -> Report:
+    """The report of a run from its manifest and tables alone (no run objects), so that
+    `bench report` can rebuild it from the files; figures are read from run_dir."""
+    suite = manifest["suite"]
+    with_contexts = contexts is not None and len(contexts) > 0
+    sections = [warnings_section(manifest),
+                engagement_section(manifest["engagement_metrics"])
+                if manifest.get("engagement_metrics") else None,
+                table1_section(satisfaction_metric(cells), table1),
+                paired_section(pairs),
+                pareto_section(run_dir, pareto, with_contexts),
+                context_section(run_dir, contexts) if with_contexts else None,
+                curves_section(run_dir, cells),
+                llm_section(manifest),
+                distillation_section(run_dir, manifest)]
+    return Report(f"{suite['name']}: {suite.get('description', '')}".rstrip(": "),
+                  facts(manifest), [s for s in sections if s is not None])

@@ -1,0 +1,84 @@
+"""The run's plain tables: one row per cell and metric, the top-k lists, metric names, the
+context comparison and the cells at selected w."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from ctrlrec.metrics import mean_se
+
+METRICS = ("genre_accuracy", "judge", "precision", "recall", "ndcg")
+SELECTED_W = (0.0, 0.25, 0.5, 0.75, 0.9, 0.95, 1.0)
+
+
+def satisfaction_metric(cells: pd.DataFrame) -> str:
+    """Genre accuracy for genre requests; the judge's grade otherwise."""
+    return "genre_accuracy" if "genre_accuracy" in set(cells.metric) else "judge"
+
+
+def metric_label(metric: str, k) -> str:
+    return {"genre_accuracy": f"genre accuracy@{k} (share of top-{k} in the genre)",
+            "judge": f"judge@{k} (LLM grade of the top-{k}, 0–1)",
+            "precision": f"precision@{k}", "recall": f"recall@{k}",
+            "ndcg": f"NDCG@{k}"}.get(metric, f"{metric}@{k}")
+
+
+def context_free(method: str) -> bool:
+    """Methods whose values ignore the user context (one value matrix serves every context)."""
+    from ..methods import METHODS
+    return method in METHODS and not METHODS[method].uses_context
+
+
+def cells_table(per_user: pd.DataFrame, config_hash: str) -> pd.DataFrame:
+    """One row per cell (method × context × aggregation × w × k) and metric: mean, se,
+    n_users."""
+    keys = ["method", "context", "aggregation", "w_control", "k"]
+    rows = []
+    for cell, g in per_user.groupby(keys, sort=True):
+        for m in METRICS:
+            if m not in g:
+                continue
+            values = g[m].dropna().to_numpy()  # e.g. judge grades that failed the mass check
+            if len(values) == 0:
+                continue
+            mean, se = mean_se(values)
+            rows.append({**dict(zip(keys, cell)), "metric": m, "mean": mean, "se": se,
+                         "n_users": len(values), "config_hash": config_hash})
+    return pd.DataFrame(rows)
+
+
+def recommendations_table(recs: list[tuple[dict, np.ndarray, np.ndarray]], ws,
+                          ks) -> pd.DataFrame:
+    """recs: (cell labels, user ids, item ids of shape (w, users, kmax)) -> one row per user and cell."""
+    frames = []
+    for labels, users, items in recs:
+        for wi, w in enumerate(ws):
+            for k in sorted(ks):
+                frames.append(pd.DataFrame({**labels, "user_id": users, "w_control": w, "k": k,
+                                            "items": list(items[wi][:, :k])}))
+    return pd.concat(frames, ignore_index=True)
+
+
+def selected_w(cells: pd.DataFrame) -> pd.DataFrame:
+    """Mean of every metric per cell at the round values of w the run has (one column per
+    metric), for a table short enough to read."""
+    wide = cells.pivot_table(index=["method", "context", "aggregation", "k", "w_control"],
+                             columns="metric", values="mean").reset_index()
+    pick = [w for w in SELECTED_W if w in set(wide.w_control)]
+    return wide[wide.w_control.isin(pick)][
+        ["method", "context", "aggregation", "k", "w_control",
+         *[m for m in METRICS if m in wide]]]
+
+
+def context_table(t1: pd.DataFrame) -> pd.DataFrame:
+    """Best satisfaction (and its w) per method × context, one row per method, aggregation and k,
+    from Table 1."""
+    rows = []
+    for (method, agg, k), g in t1.groupby(["method", "aggregation", "k"], sort=True):
+        row = {"method": method, "aggregation": agg, "k": int(k)}
+        for r in g.itertuples(index=False):
+            row[f"{r.context}"] = (f"{r.max_satisfaction:.3f} [{r.ci_low:.3f}, {r.ci_high:.3f}]"
+                                   f" at w={r.w_control:g}")
+        rows.append(row)
+    return pd.DataFrame(rows)

@@ -1,0 +1,133 @@
+"""Stages that prepare a run: the dataset and its split, the engagement model, item embeddings,
+the requests, and the frozen candidate pool."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ctrlrec import aggregate, metrics
+from ctrlrec.data import Split, chronological_split, item_texts, load_movielens
+from ctrlrec.engagement import BiVAEConfig, popularity_scores, train_bivae, train_cornac
+
+from .llm import llm_stats, open_llm
+
+
+ENGAGEMENT_KS = (5, 10)
+
+
+def split_of(ds: dict) -> Split:
+    s = ds["split"]
+    return Split(user_ids=np.asarray(s["user_ids"]), item_ids=np.asarray(s["item_ids"]),
+                 train=ds["train"], test=ds["test"], meta=s["meta"])
+
+
+def dataset_stage(cfg: dict) -> dict:
+    ml = load_movielens(cfg["path"])
+    split = chronological_split(ml.ratings, cfg["split"]["train_fraction"])
+    texts = item_texts(ml.items)
+    if cfg["items"]["text"] == "summary":  # each item's profile is cached in the LLM cache
+        from ctrlrec.data import summarised_texts
+        from ctrlrec.llm.backends import render
+
+        cached, tokenizer = open_llm(cfg["items"]["llm"], cfg["_runtime"])
+        texts = summarised_texts(cached, lambda c: render(tokenizer, c), texts,
+                                 cfg["items"]["summary_tokens"])
+    items = ml.items.assign(text=texts)
+    return {"train": split.train, "test": split.test, "items": items,
+            "split": {"user_ids": split.user_ids.tolist(), "item_ids": split.item_ids.tolist(),
+                      "meta": split.meta, "source": ml.source}}
+
+
+def engagement_stage(cfg: dict, ds: dict) -> dict:
+    """The base recommender's scores, plus its and popularity's ranking quality on the test half."""
+    split = split_of(ds)
+    out = {}
+    pop = popularity_scores(split)
+    if cfg["model"] == "bivae":
+        bcfg = BiVAEConfig(k=cfg["k"], encoder=tuple(cfg["encoder"]), act_fn=cfg["act_fn"],
+                           likelihood=cfg["likelihood"], epochs=cfg["epochs"],
+                           batch_size=cfg["batch_size"], learning_rate=cfg["learning_rate"],
+                           seed=cfg["seed"])
+        _, scores = train_bivae(split, bcfg)  # the scores are what later stages use
+    elif cfg["model"] == "popularity":
+        scores = pop
+    else:  # any other cornac model, through its own fit() and score()
+        _, scores = train_cornac(split, cfg["model"], cfg["params"], cfg["seed"])
+    candidates = ~split.matrix("train")
+    test = split.matrix("test")
+    out["scores"] = scores.astype(np.float32)
+    out["metrics"] = {name: ranking_quality(s, candidates, test)
+                      for name, s in ((cfg["model"], scores), ("popularity", pop))}
+    return out
+
+
+def ranking_quality(scores, candidates, relevant) -> dict:
+    top = aggregate.top_k(np.where(candidates, scores, np.nan), max(ENGAGEMENT_KS),
+                          aggregate.rank01(scores, candidates))
+    out = {}
+    for k in ENGAGEMENT_KS:
+        for name, fn in (("precision", metrics.precision_at_k), ("recall", metrics.recall_at_k),
+                         ("ndcg", metrics.ndcg_at_k)):
+            out[f"{name}@{k}"] = metrics.mean_se(fn(top[:, :k], relevant))
+    return out
+
+
+def item_embeddings_stage(cfg: dict, ds: dict) -> dict:
+    from ctrlrec.embeddings import encode, load_encoder
+
+    encoder = load_encoder(cfg["model"], dtype=cfg.get("dtype", "float32"))
+    return {"emb": encode(encoder, ds["items"].text.tolist(), desc="item embeddings")}
+
+
+def evaluated_users(user_ids: np.ndarray, users, seed: int) -> np.ndarray:
+    """All users, or a seeded sample of `users` of them (sorted, so rows keep id order)."""
+    if users == "all" or users >= len(user_ids):
+        return np.asarray(user_ids)
+    rng = np.random.default_rng(seed)
+    return np.sort(rng.choice(user_ids, size=users, replace=False))
+
+
+def requests_stage(cfg: dict, ds: dict) -> dict:
+    from ctrlrec import requests as R
+
+    split = split_of(ds)
+    users = evaluated_users(split.user_ids, cfg["users"], cfg["seed"])
+    if cfg["generator"] == "template":
+        df = R.template_genre_requests(split, ds["items"], users, seed=cfg["seed"],
+                                       strategy=cfg["genre_strategy"])
+        return {"requests": df.assign(source="template", attempts=1)}
+    from ctrlrec.llm.backends import render
+
+    cached, tokenizer = open_llm(cfg["llm"], cfg["_runtime"])
+    draw = lambda chat: render(tokenizer, chat)  # noqa: E731
+    if cfg["kind"] == "genre":
+        df = R.llm_genre_requests(cached, draw, split, ds["items"], users, seed=cfg["seed"],
+                                  part=cfg["history_from"])
+    else:
+        df = R.llm_open_requests(cached, draw, split, ds["items"], users, seed=cfg["seed"],
+                                 part=cfg["history_from"], unique=cfg.get("unique", True))
+    return {"requests": df, "stats": {**llm_stats(cached, len(users)),
+                                      "fallbacks": int((df.source != "llm").sum())}}
+
+
+def pool_stage(cfg: dict, ds: dict, eng: dict, req: dict, emb: dict | None = None) -> dict:
+    """The candidate items of each evaluated user (rows in request order), frozen for all methods."""
+    split = split_of(ds)
+    rows = split.user_index(req["requests"].user_id)
+    candidates = ~split.matrix("train")[rows]
+    if cfg["kind"] == "all":
+        return {"pool": candidates}
+    sources = [(eng["scores"][rows], cfg["engagement"])]
+    if cfg["untrained"]:
+        from ctrlrec.embeddings import load_encoder
+        from ctrlrec.values import untrained_values
+
+        sources.append((untrained_values(load_encoder(cfg["model"], dtype=cfg["dtype"]),
+                                         req["requests"].text.tolist(), emb["emb"]),
+                        cfg["untrained"]))
+    pool = np.zeros_like(candidates)
+    for scores, n in sources:
+        if n:
+            top = aggregate.top_k(np.where(candidates, scores, np.nan), n)
+            np.put_along_axis(pool, top, True, axis=1)
+    return {"pool": pool & candidates}

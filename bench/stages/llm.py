@@ -1,0 +1,33 @@
+"""How a stage reaches its LLM: through the answer cache, loading the model only for answers
+that are not cached yet."""
+
+from __future__ import annotations
+
+
+def open_llm(llm: dict, runtime: dict | None = None):
+    """(CachedLLM, tokenizer) for an llm config: the tokenizer renders prompts at once, while the
+    model itself loads only if some answer is not in the cache yet. `runtime`: a step's settings
+    that do not change answers: `llm` (memory share, key variable, retries) and `llm_cache` (the
+    answer cache's file, which the driver passes to every step)."""
+    from transformers import AutoTokenizer
+
+    from ctrlrec.llm import backends, registry
+    from ctrlrec.llm.cache import CachedLLM, LLMCache
+    from ctrlrec.llm.models import resolve_llm
+    from ctrlrec.llm.prompts import PROMPTS_VERSION
+    from ctrlrec.paths import llm_cache_path
+
+    path = resolve_llm(llm.get("tokenizer") or llm["model"])
+    identity = {**backends.llm_identity(llm["backend"], llm["model"], llm["dtype"],
+                                        backends.model_revision(path), llm.get("base_url")),
+                "prompts": PROMPTS_VERSION}
+    runtime = runtime or {}
+    options = registry.backend_options(llm["backend"], {**llm, **runtime.get("llm", {})})
+    cached = CachedLLM(lambda: registry.load_backend(llm["backend"], llm["model"], **options),
+                       identity, LLMCache(runtime.get("llm_cache") or llm_cache_path()))
+    return cached, AutoTokenizer.from_pretrained(path)
+
+
+def llm_stats(cached, n_prompts: int) -> dict:
+    return {"prompts": n_prompts, "llm_calls": cached.calls, "cache_hits": cached.hits,
+            "backend": {**(cached.backend.settings if cached.calls else {}), **cached.identity}}

@@ -1,0 +1,87 @@
+"""What the machine computes natively, and the dtype `auto` resolves to on it.
+
+bf16 is only worth it where the hardware has bf16 arithmetic: CUDA GPUs that support it, and CPUs
+with AVX512-BF16 or AMX. Elsewhere (e.g. an AVX2-only CPU) torch emulates bf16 and a plain matmul
+runs ~200x slower than in float32, so `auto` means float32 there.
+
+The CPU side honours the same switches torch and oneDNN do (`ATEN_CPU_CAPABILITY`,
+`ONEDNN_MAX_CPU_ISA`), so a bf16-native machine capped to AVX2 resolves like an AVX2 machine."""
+
+from __future__ import annotations
+
+import os
+import platform
+
+DTYPES = ("auto", "bfloat16", "float32", "float16")
+
+# oneDNN ISA caps (ONEDNN_MAX_CPU_ISA) at or above which bf16 matmuls are native.
+_ONEDNN_BF16 = ("AVX512_CORE_BF16", "AVX512_CORE_FP16", "AVX512_CORE_AMX", "AVX10", "ALL",
+                "DEFAULT")
+
+
+def cpu_capability() -> str:
+    """torch's view of the CPU's vector ISA ("AVX2", "AVX512", ...), after ATEN_CPU_CAPABILITY."""
+    import torch
+
+    return torch.backends.cpu.get_cpu_capability()
+
+
+def cpu_native_bf16() -> bool:
+    """True where the CPU has bf16 arithmetic and neither torch nor oneDNN is capped below it."""
+    import torch
+
+    if not cpu_capability().upper().startswith("AVX512"):
+        return False
+    cap = os.environ.get("ONEDNN_MAX_CPU_ISA", "").upper()
+    if cap and not cap.startswith(_ONEDNN_BF16):
+        return False
+    cpu = getattr(torch, "cpu", None)
+    has = [getattr(cpu, f, None) for f in ("_is_avx512_bf16_supported", "_is_amx_tile_supported")]
+    return any(f() for f in has if f is not None)
+
+
+def default_device() -> str:
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def native_bf16(device: str) -> bool:
+    import torch
+
+    if device.startswith("cuda"):
+        if not torch.cuda.is_available():
+            # planned here for GPU workers elsewhere (a CPU driver of a GPU cluster): every
+            # data-centre GPU since Ampere computes bf16 natively
+            return True
+        return torch.cuda.is_bf16_supported()
+    return cpu_native_bf16()
+
+
+def resolve_dtype(dtype: str, device: str | None = None) -> str:
+    """`auto` -> "bfloat16" where `device` computes bf16 natively, else "float32"; other names
+    are returned unchanged."""
+    if dtype not in DTYPES:
+        raise ValueError(f"unknown dtype {dtype!r}; allowed: {', '.join(DTYPES)}")
+    if dtype != "auto":
+        return dtype
+    return "bfloat16" if native_bf16(device or default_device()) else "float32"
+
+
+def describe(device: str | None = None) -> dict:
+    """A few facts for manifests and result tables: where numbers were made."""
+    import torch
+
+    device = device or default_device()
+    out = {"device": device, "cpu": platform.processor() or platform.machine(),
+           "cpu_capability": cpu_capability(), "cpu_native_bf16": cpu_native_bf16(),
+           "auto_dtype": resolve_dtype("auto", device), "torch": torch.__version__}
+    if device.startswith("cuda") and torch.cuda.is_available():
+        out["gpu"] = torch.cuda.get_device_name(0)
+    return out
+
+
+def short(info: dict) -> str:
+    """One cell's worth of `describe()`: e.g. 'cpu AVX2 · float32' or 'cuda H100 · bfloat16'."""
+    where = info.get("gpu") or info.get("device", "?")
+    return f"{where} {info.get('cpu_capability', '')} · auto={info.get('auto_dtype', '?')}".strip()

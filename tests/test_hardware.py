@@ -1,0 +1,89 @@
+"""`dtype: auto` (bf16 only where the device computes it natively), its place in cache keys, and the
+typed options of each LLM backend."""
+
+from pathlib import Path
+
+import pytest
+
+from bench.plan import build_plan
+from bench.suitefile import SuiteError, load_suite
+from ctrlrec import hardware
+from ctrlrec.llm.registry import load_backend
+
+SUITES = Path(__file__).parent.parent / "suites"
+
+
+@pytest.fixture
+def bf16_cpu(monkeypatch):
+    """Pretend to be a CPU with AVX512-BF16 (the flags torch reads from cpuinfo)."""
+    import torch
+    monkeypatch.setattr(hardware, "cpu_capability", lambda: "AVX512")
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: True, raising=False)
+    monkeypatch.delenv("ONEDNN_MAX_CPU_ISA", raising=False)
+
+
+def test_auto_is_bf16_only_on_a_bf16_native_cpu(bf16_cpu, monkeypatch):
+    assert hardware.resolve_dtype("auto", "cpu") == "bfloat16"
+    for name in ("float32", "bfloat16", "float16"):  # explicit names are kept as they are
+        assert hardware.resolve_dtype(name, "cpu") == name
+    # the emulation of an AVX2 machine that the README documents: either switch is enough
+    monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "AVX2")
+    assert hardware.resolve_dtype("auto", "cpu") == "float32"
+    monkeypatch.delenv("ONEDNN_MAX_CPU_ISA")
+    monkeypatch.setattr(hardware, "cpu_capability", lambda: "AVX2")
+    assert hardware.resolve_dtype("auto", "cpu") == "float32"
+    with pytest.raises(ValueError, match="allowed: auto, bfloat16"):
+        hardware.resolve_dtype("fp8", "cpu")
+
+
+def test_this_machine_is_described_as_it_resolves():
+    info = hardware.describe("cpu")
+    assert info["cpu_capability"] == hardware.cpu_capability()
+    assert info["auto_dtype"] == ("bfloat16" if info["cpu_native_bf16"] else "float32")
+
+
+def test_plan_keys_hold_the_resolved_dtype(bf16_cpu, monkeypatch):
+    suite = load_suite(SUITES / "genre_direct.yaml")
+    steps = {s.label: s for s in build_plan(suite, 150)}
+    assert steps["values[direct,none]"].config["llm"]["dtype"] == "bfloat16"
+    assert steps["values[untrained]"].config["dtype"] == "bfloat16"
+    assert "item_embeddings[all-MiniLM-L6-v2,bfloat16]" in steps
+    monkeypatch.setattr(hardware, "cpu_capability", lambda: "AVX2")
+    avx2 = {s.label: s for s in build_plan(suite, 150)}
+    assert avx2["values[direct,none]"].config["llm"]["dtype"] == "float32"
+    assert "item_embeddings[all-MiniLM-L6-v2]" in avx2
+    # same suite, other hardware: other keys for every stage that computes in that dtype
+    assert avx2["values[direct,none]"].key != steps["values[direct,none]"].key
+    assert avx2["engagement"].key == steps["engagement"].key
+    # an LLM step placed on a GPU resolves for the GPU, whatever the planning CPU has
+    gpu = load_suite(SUITES / "genre_direct.yaml", ["methods.1.llm.num_gpus=1"])
+    on_gpu = {s.label: s for s in build_plan(gpu, 150, gpus=1)}
+    assert on_gpu["values[direct,none]"].config["llm"]["dtype"] == "bfloat16"
+
+
+def test_a_setting_of_another_backend_is_an_error(tmp_path):
+    f = tmp_path / "s.yaml"
+    f.write_text("name: t\nmethods:\n  - name: direct\n"
+                 "    llm: {backend: hf, base_url: 'http://127.0.0.1:1/v1'}\n")
+    with pytest.raises(SuiteError) as err:
+        load_suite(f)
+    msg = str(err.value)
+    assert "methods[0].llm: base_url is not a setting of the hf backend" in msg
+    assert "allowed: backend, model, tokenizer, dtype" in msg and "\n" not in msg
+
+
+def test_backends_refuse_unknown_options():
+    with pytest.raises(ValueError, match="hf backend option gpu_memory_utilization: Extra "
+                                         "inputs are not permitted; allowed: dtype"):
+        load_backend("hf", "x", gpu_memory_utilization=0.5)
+    with pytest.raises(ValueError, match="openai backend option retries"):
+        load_backend("openai", "x", retries="many")
+
+
+def test_a_dumped_suite_validates_again():
+    """Manifests store `model_dump()`, which spells out every default (base_url: None on hf...);
+    `bench show --run` and the leaderboard read it back."""
+    from bench.suite import Suite
+    for name in ("genre_direct.yaml", "open_ended.yaml", "smoke.yaml"):
+        suite = load_suite(SUITES / name)
+        assert Suite.model_validate(suite.model_dump(mode="json")) == suite

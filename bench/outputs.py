@@ -141,6 +141,7 @@ def build_manifest(run_dir, suite, plan, result, per_user, run_info, elapsed) ->
         "pool": {"kind": suite.pool.kind,
                  "mean_items_per_user": float(result.outputs["pool"]["pool"].sum(axis=1).mean())},
         "llm": {label: out["stats"] for label, out in result.outputs.items() if "stats" in out},
+        "llm_pools": result.pools,
         "judge_is_scorer": judge_is_scorer(suite),
         "distillation": student["summary"] if student is not None else None,
         "stages": {s.label: {"key": s.key, **result.timings.get(s.label, {})} for s in plan},

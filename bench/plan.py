@@ -25,6 +25,7 @@ class Step:
     cpus: int = 1        # Ray CPUs (and torch threads) of the task
     gpus: float = 0.0    # Ray GPUs of the task (LLM stages on GPU machines)
     version: int = 0     # the code version in the key (0: the stage's own, bench.stages.VERSIONS)
+    llm: dict | None = None  # the LLM pool it needs: model key, runtime, threads, GPUs, workers
 
 
 def values_label(method: str, context: str) -> str:
@@ -50,13 +51,13 @@ def build_plan(suite: Suite, n_users: int, gpus: float = 0.0) -> list[Step]:
     steps = [
         Step("dataset", "dataset", "bench.stages.data:dataset_stage",
              _data_config(suite, key),
-             **(_llm_resources(suite.data.items.llm) if suite.data.items.text == "summary"
+             **(_llm_resources(suite.data.items.llm, key) if suite.data.items.text == "summary"
                 else {})),
         Step("engagement", "engagement", "bench.stages.data:engagement_stage",
              {**suite.engagement.model_dump(mode="json"), "seed": suite.seed}, ["dataset"]),
         Step("requests", "requests", "bench.stages.data:requests_stage",
              _requests_config(suite, key),
-             ["dataset"], **(_llm_resources(suite.requests.llm)
+             ["dataset"], **(_llm_resources(suite.requests.llm, key)
                              if suite.requests.generator == "llm" else {})),
     ]
     labels = {s.label for s in steps}
@@ -88,7 +89,8 @@ def build_plan(suite: Suite, n_users: int, gpus: float = 0.0) -> list[Step]:
                   "pool": lambda: "pool",
                   "item_embeddings": lambda: embeddings(m.model, resolve_dtype(m.dtype, "cpu")),
                   "student": lambda: _distill_steps(m, add, embeddings, suite, key)}
-        resources = _llm_resources(m.llm) if "llm" in entry.models else {"cpus": entry.cpus}
+        resources = _llm_resources(m.llm, key) if "llm" in entry.models \
+            else {"cpus": entry.cpus}
         for ctx in suite.contexts:
             label = values_label(m.name, ctx)
             add(Step(label, "values", entry.fn, {**cfg, "context": ctx} if entry.uses_context
@@ -111,7 +113,7 @@ def build_plan(suite: Suite, n_users: int, gpus: float = 0.0) -> list[Step]:
                   "ks": j.k, "ws": j.ws,
                   "mass_threshold": j.mass_threshold, "sweep_ws": suite.ws(),
                   "sweeps": [s.config["cell"] for s in sweeps]},
-                 ["dataset", "requests", *[s.label for s in sweeps]], **_llm_resources(j.llm)))
+                 ["dataset", "requests", *[s.label for s in sweeps]], **_llm_resources(j.llm, key)))
     keys: dict[str, str] = {}
     for s in steps:
         s.key = stage_key(s.stage, s.version or VERSIONS[s.stage], s.config,
@@ -135,14 +137,14 @@ def _distill_steps(m, add, embeddings, suite: Suite, key) -> str:
         deps = ["dataset"]
     add(Step("train_requests", "train_requests", "bench.stages.distill:train_requests_stage",
              cfg, deps,
-             **_llm_resources(d.teacher)))
+             **_llm_resources(d.teacher, key)))
     dtype = resolve_dtype(m.dtype, "cpu")
     add(Step("teacher_labels", "teacher_labels", "bench.stages.distill:teacher_labels_stage",
              {**teacher, "model": m.model, "dtype": dtype,
               "items_per_request": d.items_per_request, "mass_threshold": d.mass_threshold,
               "seed": seed},
              ["dataset", "train_requests", embeddings(m.model, dtype)],
-             **_llm_resources(d.teacher)))
+             **_llm_resources(d.teacher, key)))
     add(Step("student", "student", "bench.stages.distill:student_stage",
              {"model": m.model, "mass_threshold": d.mass_threshold, "val_fraction": d.val_fraction,
               "epochs": d.epochs, "lr": d.lr, "rank_loss": d.rank_loss, "seed": seed},
@@ -160,8 +162,12 @@ def _data_config(suite: Suite, key) -> dict:
     return cfg
 
 
-def _llm_resources(llm) -> dict:
-    return {"cpus": llm.threads, "gpus": llm.num_gpus}
+def _llm_resources(llm, key) -> dict:
+    """An LLM step only coordinates (0 CPUs): the model runs in a pool of workers that the runner
+    starts for it, each with the step's threads and GPUs (bench/llmpool.py)."""
+    return {"cpus": 0, "gpus": 0.0,
+            "llm": {"key": key(llm), "runtime": llm_runtime(llm), "threads": llm.threads,
+                    "gpus": llm.num_gpus, "workers": llm.workers}}
 
 
 def llm_key(llm, gpus: float = 0.0) -> dict:
@@ -169,7 +175,7 @@ def llm_key(llm, gpus: float = 0.0) -> dict:
     `dtype: auto` is resolved for the device the step will run on; a server (openai) keeps its
     own dtype, which the key records as `auto`."""
     d = {k: getattr(llm, k) for k in ("backend", "model", "dtype", "batch_size", "threads",
-                                      "prefix_reuse")}
+                                      "prefix_reuse", "shard_size")}
     if llm.backend != "openai":
         d["dtype"] = resolve_dtype(llm.dtype, "cuda" if llm.num_gpus and gpus else "cpu")
     if llm.tokenizer:

@@ -15,6 +15,7 @@ import time
 from dataclasses import dataclass, field
 
 from .cache import StageCache
+from .llmpool import LLMPools
 from .plan import Step
 
 WORKER_ENV = {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false",
@@ -31,6 +32,7 @@ class StageFailed(RuntimeError):
 class RunResult:
     outputs: dict = field(default_factory=dict)   # label -> artefacts (for the steps asked for)
     timings: dict = field(default_factory=dict)   # label -> {"cached": bool, "seconds": float, ...}
+    pools: list = field(default_factory=list)     # each LLM pool: model, workers, per-worker stats
 
 
 def start_ray(address: str | None, workers: int | None) -> dict:
@@ -111,7 +113,7 @@ def _execute(fn_path: str, threads: int, config: dict, *inputs):
 
     from ctrlrec.progress import set_progress_factory
 
-    torch.set_num_threads(threads)
+    torch.set_num_threads(max(1, threads))  # LLM steps ask for 0 CPUs: their pool computes
     set_progress_factory(lambda it=None, desc=None, total=None, **_: tqdm_ray.tqdm(
         it, desc=desc, total=total))
     module, name = fn_path.split(":")
@@ -163,6 +165,7 @@ def run_plan(plan: list[Step], cache: StageCache, workers: int, want: set[str],
 
     inflight: dict = {}
     failures, causes = [], []
+    pools = LLMPools(max_cpus, max_gpus)
     # tqdm_ray also in the driver, so its bar and the workers' bars share one set of lines.
     from ray.experimental import tqdm_ray
     bar = tqdm_ray.tqdm(total=len(plan), desc=f"stages ({len(done)} cached)")
@@ -172,8 +175,9 @@ def run_plan(plan: list[Step], cache: StageCache, workers: int, want: set[str],
             if len(inflight) >= workers or failures:
                 break
             cpus, gpus = placement(s, max_cpus, max_gpus)
+            config = s.config if s.llm is None else pools.config_for(s)
             ref = remote.options(name=s.label, num_cpus=cpus, num_gpus=gpus).remote(
-                s.fn, cpus, s.config, *inputs_of(s))
+                s.fn, cpus, config, *inputs_of(s))
             inflight[ref] = (s, time.monotonic())
             todo.remove(s)
         if not inflight:
@@ -182,6 +186,7 @@ def run_plan(plan: list[Step], cache: StageCache, workers: int, want: set[str],
         ready, _ = ray.wait(list(inflight), num_returns=1, timeout=1.0)
         for ref in ready:
             s, started = inflight.pop(ref)
+            pools.release(s, busy=[t for t, _ in inflight.values()])
             try:
                 out, timing = ray.get(ref)
             except Exception as exc:  # keep going for the others; report at the end
@@ -204,9 +209,11 @@ def run_plan(plan: list[Step], cache: StageCache, workers: int, want: set[str],
             if time.monotonic() - started > task_timeout:
                 ray.cancel(ref, force=True)
                 inflight.pop(ref)
+                pools.release(s, busy=[t for t, _ in inflight.values()])
                 failures.append(f"{s.label}: no result after {task_timeout:.0f} s (cancelled)")
                 causes.append("TimeoutError")
     bar.close()
+    result.pools = pools.close_all()
     if failures:
         raise StageFailed(f"{len(failures)} stage(s) failed (finished stages are cached; "
                           f"rerun to resume): " + "; ".join(failures), causes)

@@ -26,7 +26,7 @@ class Strict(BaseModel):
 
 # LLM settings that every backend has: which model, its tokenizer, and the Ray resources of
 # the task that calls it. The rest belong to one backend's typed options (ctrlrec.llm.backends).
-_LLM_COMMON = {"backend", "model", "tokenizer", "threads", "num_gpus"}
+_LLM_COMMON = {"backend", "model", "tokenizer", "threads", "num_gpus", "workers", "shard_size"}
 
 
 class LLMCfg(Strict):
@@ -35,8 +35,13 @@ class LLMCfg(Strict):
     tokenizer: str | None = None  # for chat templates when `model` is only a served name
     dtype: DType = "auto"
     batch_size: Annotated[int, Field(ge=1)] = 32
-    threads: Annotated[int, Field(ge=1)] = 2     # CPU threads (and Ray CPUs) of the LLM task
-    num_gpus: Annotated[float, Field(ge=0)] = 0  # Ray GPUs of the LLM task (vllm: usually 1)
+    threads: Annotated[int, Field(ge=1)] = 2     # CPU threads (and Ray CPUs) of each LLM worker
+    num_gpus: Annotated[float, Field(ge=0)] = 0  # Ray GPUs of each LLM worker (vllm: usually 1)
+    # LLM workers (model copies) for this model; default: the cluster's GPUs / num_gpus, or on
+    # a CPU-only cluster its CPUs / threads. Results do not depend on it.
+    workers: Annotated[int, Field(ge=1)] | None = None
+    # prompts per shard, the unit a worker answers and the cache commits (fixed by content)
+    shard_size: Annotated[int, Field(ge=1)] = 64
     prefix_reuse: bool = True
     base_url: str | None = None                  # openai: e.g. http://127.0.0.1:8000/v1
     api_key_env: str = "OPENAI_API_KEY"          # openai: the variable holding the key

@@ -46,6 +46,7 @@ def pairs():
     return pd.DataFrame(rows, columns=["request", "item_text", "label"])
 
 
+@pytest.mark.slow
 def test_training_reduces_the_loss_and_checkpoints_reload_identically(pairs):
     import torch
     torch.set_num_threads(1)
@@ -59,6 +60,7 @@ def test_training_reduces_the_loss_and_checkpoints_reload_identically(pairs):
     np.testing.assert_allclose(predict_pairs(again, pairs), pred, atol=1e-6)
 
 
+@pytest.mark.slow
 def test_distilled_values_make_no_llm_call(pairs, monkeypatch):
     from bench.stages import values as stages
     from ctrlrec.llm import registry

@@ -1,10 +1,12 @@
 import numpy as np
 import pandas as pd
+import pytest
 
 from bench.cache import StageCache, stage_key
 from ctrlrec.engagement import BiVAEConfig, popularity_scores, train_bivae
 
 
+@pytest.mark.slow
 def test_bivae_is_seeded_and_ranks_unknown_items_last(split):
     cfg = BiVAEConfig(epochs=3)
     _, a = train_bivae(split, cfg)
@@ -16,6 +18,7 @@ def test_bivae_is_seeded_and_ranks_unknown_items_last(split):
     assert (a[:, unseen].max(axis=1) < a[:, ~unseen].min(axis=1)).all()
 
 
+@pytest.mark.slow
 def test_a_cornac_model_through_the_stage_is_seeded(split):
     from bench.stages.data import engagement_stage
 

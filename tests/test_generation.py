@@ -25,6 +25,7 @@ def _llm(backend, tmp_path):
     return CachedLLM(lambda: backend, backend.identity, LLMCache(tmp_path / "c.sqlite"))
 
 
+@pytest.mark.slow
 def test_garbage_answers_fall_back_to_templates_and_say_so(tiny_backend, split, movielens, tmp_path):
     users = split.user_ids[:3]
     llm = _llm(tiny_backend, tmp_path)
@@ -59,6 +60,7 @@ def test_the_packaged_model_writes_valid_requests(qwen, split, movielens, tmp_pa
     assert (open_.source == "llm").all() and open_.text.str.len().gt(10).all()
 
 
+@pytest.mark.slow
 def test_judge_grades_each_distinct_feed_once(tiny_model_dir, tmp_path, monkeypatch, movielens):
     from bench.stages.evaluate import judge_stage
 
@@ -80,6 +82,7 @@ def test_judge_grades_each_distinct_feed_once(tiny_model_dir, tmp_path, monkeypa
     assert a.groupby("user_id").judge.nunique().eq(1).all()  # same feed, same grade
 
 
+@pytest.mark.slow
 def test_item_summaries_keep_the_basic_text_first_and_are_cached(tiny_backend, tmp_path):
     from ctrlrec.data import summarised_texts
 

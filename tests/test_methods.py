@@ -56,6 +56,7 @@ def lead_genre_values(config: dict, ds: dict, req: dict) -> dict:
     return {"values": (np.asarray(named, dtype=np.float32) @ flags.T).clip(0, 1)}
 
 
+@pytest.mark.slow
 def test_a_new_method_is_one_function_and_one_entry(monkeypatch, tmp_path, movielens):
     monkeypatch.setitem(METHODS, "lead_genre", Method(f"{__name__}:lead_genre_values",
                                                       ("dataset", "requests"), ("name",)))

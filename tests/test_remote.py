@@ -49,7 +49,7 @@ def test_unreachable_endpoint_fails_with_one_clear_error():
 def test_bench_serve_answers_the_official_openai_client(qwen, server):
     """The official `openai` package, not our client, reads `bench serve`: it lists the model and
     its top-5 log-probabilities give the in-process ratings."""
-    openai = pytest.importorskip("openai")  # TEMPORARY, until the dev extra installs it
+    import openai  # the dev extra installs it
     client = openai.OpenAI(base_url=server, api_key="unused", max_retries=0, timeout=120)
     assert [m.id for m in client.models.list()] == [qwen.identity["model"]]
     tpl = qwen.render(rating_chat("a scary movie for tonight"))

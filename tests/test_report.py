@@ -78,6 +78,7 @@ def ctx_run(tmp_path_factory):
                      judge_is_scorer=True, low_mass=7)
 
 
+@pytest.mark.slow
 def test_report_html_is_self_contained_with_every_section(ctx_run):
     page = (ctx_run / "report.html").read_text()
     assert page.count('<img alt=') == page.count('src="data:image/png;base64,') >= 4
@@ -91,6 +92,7 @@ def test_report_html_is_self_contained_with_every_section(ctx_run):
     assert "7 of 200 LLM ratings (3.50%)" in page
 
 
+@pytest.mark.slow
 def test_summary_and_report_share_their_sections(ctx_run):
     # both documents are rendered from one section model: same titles, same order
     md = [line[3:] for line in (ctx_run / "summary.md").read_text().splitlines()
@@ -100,6 +102,7 @@ def test_summary_and_report_share_their_sections(ctx_run):
     assert len(md) == 8 and "Context comparison: best satisfaction per method × context" in md
 
 
+@pytest.mark.slow
 def test_context_figure_and_table_in_summary(ctx_run):
     assert (ctx_run / "context.png").stat().st_size > 10_000
     summary = (ctx_run / "summary.md").read_text()
@@ -113,6 +116,7 @@ def test_context_figure_and_table_in_summary(ctx_run):
     assert ctx.loc[("direct", 5), "none"].endswith("at w=1")
 
 
+@pytest.mark.slow
 def test_no_context_section_with_one_context(tmp_path):
     run = write_run(tmp_path / "one" / "r", ("none",))
     assert not (run / "context.png").exists()
@@ -120,6 +124,7 @@ def test_no_context_section_with_one_context(tmp_path):
     assert "- none" in (run / "summary.md").read_text()  # no warnings
 
 
+@pytest.mark.slow
 def test_bench_report_rebuilds_from_files(ctx_run, capsys):
     t1 = (ctx_run / "table1.csv").read_text()
     for f in ("report.html", "summary.md", "curves.png", "context.png", "table1.csv"):
@@ -170,6 +175,7 @@ def test_pareto_summary_on_constructed_cells():
     assert s.area_vs_precision.iloc[0] == pytest.approx(expected)
 
 
+@pytest.mark.slow
 def test_leaderboard_over_two_runs_and_a_corrupt_folder(tmp_path):
     write_run(tmp_path / "alpha" / "r1")
     write_run(tmp_path / "beta" / "r2", ("none", "history:5"))
@@ -238,6 +244,7 @@ def test_show_run_without_manifest(tmp_path, capsys):
     assert "manifest.json" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_manifest_json_roundtrip_keeps_engagement_table(ctx_run):
     m = json.loads((ctx_run / "manifest.json").read_text())
     text = render.summary_markdown(m, pd.read_parquet(ctx_run / "cells.parquet"),

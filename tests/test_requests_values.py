@@ -29,6 +29,7 @@ def test_lift_picks_an_over_represented_genre_top_picks_the_most_liked(movielens
     assert flags.sum() >= 2
 
 
+@pytest.mark.slow
 def test_untrained_values_rank_matching_items_higher(movielens):
     from ctrlrec.embeddings import encode, load_encoder
     from ctrlrec.values import untrained_values

@@ -9,6 +9,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
+pytestmark = pytest.mark.slow  # Ray runs end to end
+
 
 def bench(*args, cache, cwd):
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "RAY_AUTH_MODE": "disabled"}
@@ -213,3 +215,48 @@ def test_multi_node_cluster_gives_the_single_node_results(runs, ray_cluster, tmp
     a, b = pd.read_parquet(one / "recommendations.parquet"), pd.read_parquet(d / "recommendations.parquet")
     pd.testing.assert_frame_equal(a.drop(columns="items"), b.drop(columns="items"))
     assert all(np.array_equal(x, y) for x, y in zip(a["items"], b["items"]))
+
+
+@pytest.mark.slow
+def test_llm_stages_give_the_same_cells_with_one_or_two_llm_workers(tmp_path, tiny_model_dir):
+    """Request writing (generate), direct scoring and the judge (rate), all served by a pool of
+    LLM workers: shards are fixed by content, so 1 and 2 workers give identical files, and the
+    manifest says what each worker did. (The distillation stages call their LLM through the same
+    pool; they are left out here only to keep the test short: MiniLM and the student would
+    double its time.)"""
+    llm = (f'{{model: "{tiny_model_dir}", dtype: float32, batch_size: 4, threads: 1, '
+           f'shard_size: 8}}')
+    suite = tmp_path / "pool.yaml"
+    suite.write_text(f"""
+name: pool_tiny
+users: 6
+engagement: {{model: popularity}}
+requests: {{kind: genre, generator: llm, llm: {llm}}}
+pool: {{kind: shortlist, engagement: 6, untrained: 0}}
+methods:
+  - name: direct
+    llm: {llm}
+judge: {{llm: {llm}, k: [5], ws: [0.0, 1.0], mass_threshold: 0.0}}
+w_control: [0.0, 0.5, 1.0]
+k: [5]
+""")
+    repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    files = {}
+    for n in (1, 2):
+        sets = [f"--set={path}.workers={n}" for path in ("requests.llm", "methods.0.llm",
+                                                         "judge.llm")]
+        p = bench("run", str(suite), "--workers", "2", "--out", str(tmp_path / f"out{n}"),
+                  "--run-id", "r", *sets, cache=tmp_path / f"cache{n}", cwd=repo)
+        assert p.returncode == 0, p.stderr[-2000:]
+        run = tmp_path / f"out{n}" / "pool_tiny" / "r"
+        files[n] = [pd.read_parquet(run / f) for f in ("cells.parquet", "requests.parquet")]
+        pools = json.loads((run / "manifest.json").read_text())["llm_pools"]
+        assert pools and all(p["workers"] == n for p in pools)
+        served = {s: [w["prompts"] for w in p["worker_stats"]] for p in pools for s in p["steps"]}
+        assert sum(served["values[direct,none]"]) > 0 and sum(served["judge"]) > 0
+        if n == 2:  # 36 prompts in shards of 8: both workers answered some
+            assert all(x > 0 for x in served["values[direct,none]"])
+    assert "judge" in set(files[1][0].metric)
+    for a, b in zip(files[1], files[2]):  # the suite files differ in `workers`, hence the hash
+        pd.testing.assert_frame_equal(a.drop(columns="config_hash", errors="ignore"),
+                                      b.drop(columns="config_hash", errors="ignore"))

@@ -1,6 +1,7 @@
 """Property tests of the suite validator: whatever a suite file or a --set override holds, loading
 it either gives a Suite or raises SuiteError (one line) — never another exception."""
 
+import pytest
 import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -56,6 +57,7 @@ def _load(tmp_path, text, overrides=()):
     return suite
 
 
+@pytest.mark.slow
 @FUZZ
 @given(doc=suites)
 def test_structured_suites_load_or_fail_with_one_line(tmp_path, doc):

@@ -87,6 +87,7 @@ def test_suite_defaults_and_normalisation():
                              "model": "x", "backend": "hf", "batch_size": 32}]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("suite", ["suites/throughput.yaml", "suites/gpu/throughput.yaml"])
 def test_measuring_side_needs_no_pydantic_pandas_or_ray(suite):
     """A bare GPU machine has torch, transformers and sentence-transformers only: measuring must
@@ -111,6 +112,7 @@ def test_a_bad_suite_file_is_one_error_line_and_exit_code_2(tmp_path, capsys):
     assert not (tmp_path / "out").exists()
 
 
+@pytest.mark.slow
 def test_tiny_measurement_end_to_end(tmp_path, capsys):
     suite = tmp_path / "tiny.yaml"
     suite.write_text(json.dumps({

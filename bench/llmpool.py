@@ -1,0 +1,197 @@
+"""A pool of LLM workers per model: Ray actors that load the model once and serve shards of
+prompts to every stage that uses the same model (scorer, teacher and judge share a pool when they
+are the same model with the same settings).
+
+Why actors and not Ray Data's actor-pool `map_batches`: a stage's prompts are known only inside
+the stage (they depend on its inputs), only the prompts missing from the answer cache are sent,
+and each shard's answers must be committed as it returns, so that a killed worker loses one shard
+and a rerun asks nothing twice. A long-lived actor per worker gives exactly that: stages submit
+shards as plain actor calls, several stages at once, and the pool outlives each of them.
+
+Shards are fixed by content (`ctrlrec.llm.cache.CachedLLM`): the same answers come back whatever
+the number of workers, and a shard whose worker dies is asked again, whole, of another one."""
+
+from __future__ import annotations
+
+import os
+import socket
+import time
+
+from .suite import stable_hash
+
+
+class LLMWorker:
+    """One model copy. Loads on the first call (timed), so a pool that is never used costs
+    nothing but a process."""
+
+    def __init__(self, backend: str, model: str, options: dict, threads: int):
+        self.args = (backend, model, options)
+        self.threads = threads
+        self.backend = None
+        self.load_seconds = None
+        self.prompts = 0
+        self.busy = 0.0
+
+    def _loaded(self):
+        if self.backend is None:
+            import torch
+
+            from ctrlrec.llm.registry import load_backend
+
+            torch.set_num_threads(self.threads)
+            t0 = time.perf_counter()
+            backend, model, options = self.args
+            self.backend = load_backend(backend, model, **options)
+            self.load_seconds = time.perf_counter() - t0
+        return self.backend
+
+    def run(self, kind: str, inputs: list, params: dict) -> tuple[list, dict]:
+        """The answers, and the backend's settings (device, dtype, batch size) for manifests."""
+        backend = self._loaded()
+        t0 = time.perf_counter()
+        out = backend.rate(inputs) if kind == "rate" else backend.generate(inputs, **params)
+        self.busy += time.perf_counter() - t0
+        self.prompts += len(inputs)
+        return out, backend.settings
+
+    def info(self) -> dict:
+        import ray
+
+        return {"load_seconds": self.load_seconds, "prompts": self.prompts,
+                "busy_seconds": round(self.busy, 3), "host": socket.gethostname(),
+                "node_id": ray.get_runtime_context().get_node_id(), "pid": os.getpid(),
+                "settings": self.backend.settings if self.backend is not None else None}
+
+
+def pool_size(spec: dict, cpus: int, gpus: float) -> int:
+    """Workers for one model: as asked, else one per `num_gpus` GPUs of the cluster, else (no
+    GPU) one per `threads` CPUs."""
+    if spec.get("workers"):
+        return int(spec["workers"])
+    if spec["gpus"] and gpus:
+        return max(1, int(gpus // spec["gpus"]))
+    return max(1, int(cpus // max(1, spec["threads"])))
+
+
+class LLMPools:
+    """The runner's pools, one per model and settings. A pool starts when a step that needs it
+    starts and stops when no running step needs it: its workers hold CPUs (or GPUs) that other
+    stages may be waiting for, and a later stage of the same model simply starts it again."""
+
+    def __init__(self, cpus: int, gpus: float):
+        self.cpus, self.gpus = cpus, gpus
+        self.running: dict[str, dict] = {}
+        self.finished: list[dict] = []
+        self.of_step: dict[str, str] = {}  # running step label -> its pool
+
+    def config_for(self, step) -> dict:
+        """The step's config with its pool's workers added (started if needed)."""
+        spec = step.llm
+        key = stable_hash({"llm": spec["key"], "runtime": spec["runtime"],
+                           "threads": spec["threads"], "gpus": spec["gpus"]})[:12]
+        if key not in self.running:
+            n = pool_size(spec, self.cpus, self.gpus)
+            threads = min(spec["threads"], self.cpus)
+            gpus = spec["gpus"] if self.gpus else 0.0
+            self.running[key] = {"key": key, "model": spec["key"]["model"], "workers": n,
+                                 "threads": threads, "gpus": gpus, "steps": [],
+                                 "actors": start_pool(spec["key"], spec["runtime"], n, threads,
+                                                      gpus)}
+        pool = self.running[key]
+        pool["steps"].append(step.label)
+        self.of_step[step.label] = key
+        runtime = {**step.config.get("_runtime", {}), "llm_pool": pool["actors"]}
+        return {**step.config, "_runtime": runtime}
+
+    def release(self, step, busy: list) -> None:
+        """`step` ended; stop its pool unless a step in `busy` still uses it."""
+        key = self.of_step.pop(step.label, None)
+        if key in self.running and key not in {self.of_step.get(t.label) for t in busy}:
+            self._stop(key)
+
+    def _stop(self, key: str) -> None:
+        import ray
+
+        pool = self.running.pop(key)
+        actors = pool.pop("actors")
+        # What each worker did: model load time, prompts, busy seconds, where it ran. A worker
+        # that never got its CPUs has nothing to say; the stats never hold the run up for long.
+        refs = [a.info.remote() for a in actors]
+        ready, _ = ray.wait(refs, num_returns=len(refs), timeout=15)
+        pool["worker_stats"] = [_stats(r) if r in ready else {"prompts": 0, "note": "not started"}
+                                for r in refs]
+        for a in actors:
+            ray.kill(a)
+        self.finished.append(pool)
+
+    def close_all(self) -> list[dict]:
+        for key in list(self.running):
+            self._stop(key)
+        return self.finished
+
+
+def start_pool(llm: dict, runtime_llm: dict, workers: int, threads: int, gpus: float) -> list:
+    """`workers` actors for one model; each asks Ray for `threads` CPUs and `gpus` GPUs and is
+    restarted if its process dies (the shard it was serving goes to another worker)."""
+    import ray
+
+    from ctrlrec.llm.registry import backend_options
+
+    options = backend_options(llm["backend"], {**llm, **runtime_llm})
+    remote = ray.remote(LLMWorker).options(num_cpus=threads, num_gpus=gpus, max_restarts=-1,
+                                           max_task_retries=0)
+    return [remote.remote(llm["backend"], llm["model"], options, threads)
+            for _ in range(workers)]
+
+
+def _stats(ref) -> dict:
+    import ray
+
+    try:
+        return ray.get(ref)
+    except Exception as exc:  # noqa: BLE001 - stats are a report, never a reason to fail
+        return {"prompts": 0, "note": f"unavailable ({type(exc).__name__})"}
+
+
+class PoolExecutor:
+    """Runs shards on a pool's actors, one shard per actor at a time, yielding (index, answers)
+    as shards finish. A shard whose actor died is handed to the next free actor, up to
+    `retries` times; every wait has a timeout."""
+
+    def __init__(self, actors: list, retries: int = 3, timeout: float = 3600):
+        self.actors = list(actors)
+        self.retries = retries
+        self.timeout = timeout
+        self.settings = {"pool_workers": len(self.actors)}
+
+    def __call__(self, kind: str, shards: list[list], params: dict):
+        import ray
+        from ray.exceptions import RayActorError, WorkerCrashedError
+
+        queue = list(range(len(shards)))
+        tries = {i: 0 for i in queue}
+        free = list(self.actors)
+        inflight: dict = {}
+        while queue or inflight:
+            while queue and free:
+                i, actor = queue.pop(0), free.pop(0)
+                ref = actor.run.remote(kind, shards[i], params)
+                inflight[ref] = (i, actor, time.monotonic())
+            ready, _ = ray.wait(list(inflight), num_returns=1, timeout=10.0)
+            for ref in ready:
+                i, actor, _ = inflight.pop(ref)
+                free.append(actor)  # a restarted actor serves again
+                try:
+                    out, settings = ray.get(ref)
+                except (RayActorError, WorkerCrashedError) as exc:
+                    tries[i] += 1
+                    if tries[i] > self.retries:
+                        raise RuntimeError(f"LLM shard {i} failed on {tries[i]} workers: "
+                                           f"{type(exc).__name__}") from None
+                    queue.append(i)
+                    continue
+                self.settings = {**settings, "pool_workers": len(self.actors)}
+                yield i, out
+            for ref, (i, _, started) in list(inflight.items()):
+                if time.monotonic() - started > self.timeout:
+                    raise TimeoutError(f"LLM shard {i}: no answer after {self.timeout:.0f} s")

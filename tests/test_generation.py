@@ -43,8 +43,9 @@ def test_garbage_answers_fall_back_to_templates_and_say_so(tiny_backend, split, 
 @pytest.mark.slow
 @pytest.mark.llm
 def test_the_packaged_model_writes_valid_requests(qwen, split, movielens, tmp_path):
-    # One user: in float32 on a 2-core AVX2 CPU a generated token of the 1.5B model costs ~0.5 s
-    # (retries and style rotation are tested on the tiny model above, which always falls back).
+    # One user, genre requests only: in float32 on a 2-core AVX2 CPU a generated token of the
+    # 1.5B model costs ~0.5 s (open-ended parsing, retries and style rotation are tested on the
+    # tiny model above and by hand-written answers).
     users = split.user_ids[:1]
     llm = _llm(qwen, tmp_path)
     draw = lambda c: render(qwen.tokenizer, c)  # noqa: E731
@@ -56,8 +57,6 @@ def test_the_packaged_model_writes_valid_requests(qwen, split, movielens, tmp_pa
     calls = llm.calls
     again = llm_genre_requests(llm, draw, split, movielens.items, users)
     assert again.equals(genre) and llm.calls == calls  # cached: no new calls
-    open_ = llm_open_requests(llm, draw, split, movielens.items, users)
-    assert (open_.source == "llm").all() and open_.text.str.len().gt(10).all()
 
 
 @pytest.mark.slow

@@ -80,8 +80,3 @@ def describe(device: str | None = None) -> dict:
         out["gpu"] = torch.cuda.get_device_name(0)
     return out
 
-
-def short(info: dict) -> str:
-    """One cell's worth of `describe()`: e.g. 'cpu AVX2 · float32' or 'cuda H100 · bfloat16'."""
-    where = info.get("gpu") or info.get("device", "?")
-    return f"{where} {info.get('cpu_capability', '')} · auto={info.get('auto_dtype', '?')}".strip()

@@ -362,7 +362,7 @@ def test_interrupted_driver_and_killed_worker_resume_without_repeating_work(endp
     assert "stage cache entry of pool" in err and "corrupt" in err  # reported, recomputed
     m = manifest(out, "r3")
     stats, timing = m["llm"]["values[direct,none]"], m["stages"]["values[direct,none]"]
-    assert timing["pid"] != worker and not timing["cached"]
+    assert not timing["cached"]
     workers = [w for p in m["llm_pools"] for w in p["worker_stats"]]
     assert len(workers) == 1 and workers[0]["pid"] != worker  # the restarted worker finished
     # this run found 128 answers cached and asked every other distinct prompt once

@@ -36,12 +36,6 @@ def test_auto_is_bf16_only_on_a_bf16_native_cpu(bf16_cpu, monkeypatch):
         hardware.resolve_dtype("fp8", "cpu")
 
 
-def test_this_machine_is_described_as_it_resolves():
-    info = hardware.describe("cpu")
-    assert info["cpu_capability"] == hardware.cpu_capability()
-    assert info["auto_dtype"] == ("bfloat16" if info["cpu_native_bf16"] else "float32")
-
-
 def test_plan_keys_hold_the_resolved_dtype(bf16_cpu, monkeypatch):
     suite = load_suite(SUITES / "genre_direct.yaml")
     steps = {s.label: s for s in build_plan(suite, 150)}

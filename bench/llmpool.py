@@ -31,6 +31,7 @@ class LLMWorker:
         self.load_seconds = None
         self.prompts = 0
         self.busy = 0.0
+        self.by_stage: dict[str, int] = {}  # prompts answered for each calling stage
 
     def _loaded(self):
         if self.backend is None:
@@ -45,20 +46,28 @@ class LLMWorker:
             self.load_seconds = time.perf_counter() - t0
         return self.backend
 
-    def run(self, kind: str, inputs: list, params: dict) -> tuple[list, dict]:
-        """The answers, and the backend's settings (device, dtype, batch size) for manifests."""
+    def run(self, kind: str, inputs: list, params: dict, batch_size: int | None = None,
+            caller: str = "") -> tuple[list, dict]:
+        """The answers, and the backend's settings (device, dtype, batch size) for manifests.
+        `batch_size` is the calling stage's own: stages that share a model may batch differently
+        (batching can change the last digits of an answer, so it stays the stage's setting)."""
         backend = self._loaded()
+        if batch_size is not None and batch_size != backend.batch_size:
+            backend.batch_size = batch_size
+            backend.settings = {**backend.settings, "batch_size": batch_size}
         t0 = time.perf_counter()
         out = backend.rate(inputs) if kind == "rate" else backend.generate(inputs, **params)
         self.busy += time.perf_counter() - t0
         self.prompts += len(inputs)
+        self.by_stage[caller] = self.by_stage.get(caller, 0) + len(inputs)
         return out, backend.settings
 
     def info(self) -> dict:
         import ray
 
         return {"load_seconds": self.load_seconds, "prompts": self.prompts,
-                "busy_seconds": round(self.busy, 3), "host": socket.gethostname(),
+                "prompts_by_stage": self.by_stage, "busy_seconds": round(self.busy, 3),
+                "host": socket.gethostname(),
                 "node_id": ray.get_runtime_context().get_node_id(), "pid": os.getpid(),
                 "settings": self.backend.settings if self.backend is not None else None}
 
@@ -74,60 +83,110 @@ def pool_size(spec: dict, cpus: int, gpus: float) -> int:
 
 
 class LLMPools:
-    """The runner's pools, one per model and settings. A pool starts when a step that needs it
-    starts and stops when no running step needs it: its workers hold CPUs (or GPUs) that other
-    stages may be waiting for, and a later stage of the same model simply starts it again."""
+    """The runner's pools, one per model and settings. A pool starts when the first step that
+    needs it starts and lives while later steps still need it, so scorer, teacher and judge of
+    one model load it once per run. Its workers hold CPUs (or GPUs) though, and other steps may
+    need them between two LLM stages: an idle pool (no running step uses it) is stopped when a
+    step that is ready to run would not fit beside it, and started again by its next step."""
 
-    def __init__(self, cpus: int, gpus: float):
-        self.cpus, self.gpus = cpus, gpus
-        self.running: dict[str, dict] = {}
-        self.finished: list[dict] = []
+    def __init__(self, cpus: int, gpus: float, node_cpus: int | None = None):
+        self.cpus, self.gpus = cpus, gpus  # the cluster's
+        self.node_cpus = node_cpus or cpus  # the largest node's: a worker's threads fit on it
+        self.pools: dict[str, dict] = {}  # every pool of the run; started ones hold "actors"
         self.of_step: dict[str, str] = {}  # running step label -> its pool
+        self.idle_since: dict[str, float] = {}  # started pool -> when its last step ended
 
     def config_for(self, step) -> dict:
         """The step's config with its pool's workers added (started if needed)."""
-        spec = step.llm
-        key = stable_hash({"llm": spec["key"], "runtime": spec["runtime"],
-                           "threads": spec["threads"], "gpus": spec["gpus"]})[:12]
-        if key not in self.running:
-            n = pool_size(spec, self.cpus, self.gpus)
-            threads = min(spec["threads"], self.cpus)
-            gpus = spec["gpus"] if self.gpus else 0.0
-            self.running[key] = {"key": key, "model": spec["key"]["model"], "workers": n,
-                                 "threads": threads, "gpus": gpus, "steps": [],
-                                 "actors": start_pool(spec["key"], spec["runtime"], n, threads,
-                                                      gpus)}
-        pool = self.running[key]
+        spec, key = step.llm, pool_key(step.llm)
+        if key not in self.pools:
+            n, threads, gpus = self.shape(spec)
+            self.pools[key] = {"key": key, "model": spec["key"]["model"], "workers": n,
+                                 "threads": threads, "gpus": gpus, "steps": [], "starts": 0}
+        pool = self.pools[key]
+        if "actors" not in pool:
+            pool["actors"] = start_pool(spec["key"], spec["runtime"], pool["workers"],
+                                        pool["threads"], pool["gpus"])
+            pool["starts"] += 1
         pool["steps"].append(step.label)
         self.of_step[step.label] = key
-        runtime = {**step.config.get("_runtime", {}), "llm_pool": pool["actors"]}
+        self.idle_since.pop(key, None)
+        runtime = {**step.config.get("_runtime", {}), "llm_pool": pool["actors"],
+                   "llm_caller": step.label}
         return {**step.config, "_runtime": runtime}
 
-    def release(self, step, busy: list) -> None:
-        """`step` ended; stop its pool unless a step in `busy` still uses it."""
+    def shape(self, spec: dict) -> tuple[int, int, float]:
+        """Workers, threads and GPUs per worker of the pool a step needs."""
+        return (pool_size(spec, self.cpus, self.gpus), min(spec["threads"], self.node_cpus),
+                spec["gpus"] if self.gpus else 0.0)
+
+    def held(self) -> tuple[float, float]:
+        """CPUs and GPUs that the started pools hold."""
+        live = [p for p in self.pools.values() if "actors" in p]
+        return (sum(p["workers"] * p["threads"] for p in live),
+                sum(p["workers"] * p["gpus"] for p in live))
+
+    def needs(self, step) -> tuple[float, float]:
+        """What launching `step` adds to the pools' hold: nothing when its pool is up."""
+        pool = self.pools.get(pool_key(step.llm))
+        if pool is not None and "actors" in pool:
+            return 0, 0.0
+        n, threads, gpus = self.shape(step.llm)
+        return n * threads, n * gpus
+
+    def release(self, step) -> None:
+        """`step` ended; its pool stays up for later steps."""
         key = self.of_step.pop(step.label, None)
-        if key in self.running and key not in {self.of_step.get(t.label) for t in busy}:
-            self._stop(key)
+        if key is not None and key not in self.of_step.values():
+            self.idle_since[key] = time.monotonic()
+
+    def stop_idle(self, keep=frozenset(), older_than: float = 0.0) -> None:
+        """Stop the started pools that no running step uses (for more than `older_than`
+        seconds), but those in `keep`."""
+        now = time.monotonic()
+        for key, since in list(self.idle_since.items()):
+            if key not in keep and now - since >= older_than:
+                self._stop(key)
+
+    def retire(self, pending) -> None:
+        """Stop for good the pools that no running or `pending` step will use."""
+        wanted = set(self.of_step.values()) | {pool_key(s.llm) for s in pending if s.llm}
+        for key in self.pools:
+            if key not in wanted:
+                self._stop(key)
 
     def _stop(self, key: str) -> None:
         import ray
 
-        pool = self.running.pop(key)
-        actors = pool.pop("actors")
+        pool = self.pools[key]
+        actors = pool.pop("actors", None)
+        self.idle_since.pop(key, None)
+        if actors is None:
+            return
         # What each worker did: model load time, prompts, busy seconds, where it ran. A worker
         # that never got its CPUs has nothing to say; the stats never hold the run up for long.
         refs = [a.info.remote() for a in actors]
         ready, _ = ray.wait(refs, num_returns=len(refs), timeout=15)
-        pool["worker_stats"] = [_stats(r) if r in ready else {"prompts": 0, "note": "not started"}
-                                for r in refs]
+        stats = [{"start": pool["starts"],
+                  **(_stats(r) if r in ready else {"prompts": 0, "note": "not started"})}
+                 for r in refs]
         for a in actors:
             ray.kill(a)
-        self.finished.append(pool)
+        # a pool stopped for another step and started again later lists each start's workers
+        pool["worker_stats"] = pool.get("worker_stats", []) + stats
 
     def close_all(self) -> list[dict]:
-        for key in list(self.running):
+        for key in self.pools:
             self._stop(key)
-        return self.finished
+        return list(self.pools.values())
+
+
+def pool_key(spec: dict) -> str:
+    """Steps share a pool when they load the same model the same way; batch and shard sizes
+    are the calling stage's own."""
+    load = {k: v for k, v in spec["key"].items() if k not in ("batch_size", "shard_size")}
+    return stable_hash({"llm": load, "runtime": spec["runtime"],
+                        "threads": spec["threads"], "gpus": spec["gpus"]})[:12]
 
 
 def start_pool(llm: dict, runtime_llm: dict, workers: int, threads: int, gpus: float) -> list:
@@ -138,8 +197,9 @@ def start_pool(llm: dict, runtime_llm: dict, workers: int, threads: int, gpus: f
     from ctrlrec.llm.registry import backend_options
 
     options = backend_options(llm["backend"], {**llm, **runtime_llm})
+    # SPREAD: model copies go to different nodes where they can, so that a pool uses them all
     remote = ray.remote(LLMWorker).options(num_cpus=threads, num_gpus=gpus, max_restarts=-1,
-                                           max_task_retries=0)
+                                           max_task_retries=0, scheduling_strategy="SPREAD")
     return [remote.remote(llm["backend"], llm["model"], options, threads)
             for _ in range(workers)]
 
@@ -158,8 +218,10 @@ class PoolExecutor:
     as shards finish. A shard whose actor died is handed to the next free actor, up to
     `retries` times; every wait has a timeout."""
 
-    def __init__(self, actors: list, retries: int = 3, timeout: float = 3600):
+    def __init__(self, actors: list, batch_size: int | None = None, caller: str = "",
+                 retries: int = 3, timeout: float = 3600):
         self.actors = list(actors)
+        self.batch_size, self.caller = batch_size, caller
         self.retries = retries
         self.timeout = timeout
         self.settings = {"pool_workers": len(self.actors)}
@@ -175,7 +237,7 @@ class PoolExecutor:
         while queue or inflight:
             while queue and free:
                 i, actor = queue.pop(0), free.pop(0)
-                ref = actor.run.remote(kind, shards[i], params)
+                ref = actor.run.remote(kind, shards[i], params, self.batch_size, self.caller)
                 inflight[ref] = (i, actor, time.monotonic())
             ready, _ = ray.wait(list(inflight), num_returns=1, timeout=10.0)
             for ref in ready:

@@ -30,8 +30,12 @@ class Method:
     key_fields: tuple[str, ...]    # method-config fields its values depend on (cache key)
     uses_context: bool = False     # the user-context axis (history:N) changes its values
     models: tuple[str, ...] = ()   # which models of its config it loads (checked before a run)
-    version: int = 1               # bump when the function's output changes for the same inputs
+    version: int = 1               # a key salt: bump when its output changes in a way the code
+                                   # hash cannot see (bench/codehash.py), e.g. a library upgrade
     cpus: int = 1                  # Ray CPUs (and torch threads) of its step
+    # its values cover every item at no extra cost, so a shortlist run also ranks it over all
+    # items (cells with pool = "all"), showing what the shortlist hides from it
+    full_set: bool = False
 
     def __post_init__(self):
         unknown = [x for x in self.inputs if x not in INPUTS] + \
@@ -39,6 +43,8 @@ class Method:
         if unknown:
             raise ValueError(f"method entry {self.fn}: unknown input or model {unknown[0]!r}; "
                              f"inputs: {', '.join(INPUTS)}; models: {', '.join(MODELS)}")
+        if self.full_set and "pool" in self.inputs:
+            raise ValueError(f"method entry {self.fn}: full_set values cannot depend on the pool")
 
     def function(self):
         module, name = self.fn.split(":")
@@ -48,12 +54,14 @@ class Method:
 METHODS: dict[str, Method] = {
     "untrained": Method("bench.stages.values:untrained_values_stage",
                         ("item_embeddings", "requests"), ("name", "model", "dtype"),
-                        models=("embedding",)),
+                        models=("embedding",), full_set=True),
     "direct": Method("bench.stages.values:direct_values_stage", ("dataset", "requests", "pool"),
                      ("name", "llm", "mass_threshold"), uses_context=True, models=("llm",)),
     "distilled": Method("bench.stages.values:distilled_values_stage", ("student", "requests"),
-                        ("name", "model"), models=("embedding", "teacher"), cpus=2),
-    "tfidf": Method("ctrlrec.lexical:tfidf_values", ("dataset", "requests"), ("name",)),
+                        ("name", "model"), models=("embedding", "teacher"), cpus=2,
+                        full_set=True),
+    "tfidf": Method("ctrlrec.lexical:tfidf_values", ("dataset", "requests"), ("name",),
+                    full_set=True),
 }
 
 

@@ -11,6 +11,7 @@ import pandas as pd
 from ctrlrec import hardware
 
 from .report import plots, provenance, render, sections, statistics, tables
+from .report.sources import pool_sources
 from .methods import METHODS
 from .plan import sweep_context
 
@@ -35,44 +36,94 @@ def write_run(run_dir: Path, suite, plan, result, run_info: dict, elapsed: float
 
 
 def write_reports(run_dir: Path, manifest: dict, cells: pd.DataFrame,
-                  per_user: pd.DataFrame | None, check: pd.DataFrame | None = None) -> None:
+                  per_user: pd.DataFrame | None, check: pd.DataFrame | None = None,
+                  unit: str | None = None) -> None:
     """Tables, plots, summary.md and report.html from a run's cells, per-user metrics and
     manifest. Without per-user data (older run folders) Table 1 is read from table1.csv and the
-    paired comparison is left out."""
+    paired comparison is left out. `unit`: resample this unit instead of the suite's."""
     if check is not None:
         plots.plot_distillation(check, run_dir / "distill.png")
+    kind = (manifest.get("pool") or {}).get("kind", "all")  # older folders: one pool, unlabelled
+    cells = statistics.with_pool(cells, kind)
     sat = tables.satisfaction_metric(cells)
     sat_ks = sorted(cells[cells.metric == sat].k.unique())
-    pairs = None
+    pairs = sources = how = None
     if per_user is not None:
-        t1 = pd.concat([statistics.table1(per_user, sat, k) for k in sat_ks], ignore_index=True)
+        per_user = statistics.with_pool(per_user, kind)
+        how = resampling(run_dir, manifest, unit)
+        t1 = pd.concat([statistics.table1(per_user, sat, k, how=how) for k in sat_ks],
+                       ignore_index=True)
         t1.to_csv(run_dir / "table1.csv", index=False)
-        pairs = pd.concat([statistics.paired_comparisons(per_user, sat, k) for k in sat_ks],
+        pairs = pd.concat([statistics.paired_comparisons(per_user, sat, k, how) for k in sat_ks],
                           ignore_index=True)
         pairs.to_csv(run_dir / "paired.csv", index=False)
+        found = [t for t in (pool_sources(per_user, sat, k) for k in sat_ks) if t is not None]
+        if found:
+            sources = pd.concat(found, ignore_index=True)
+            sources.to_csv(run_dir / "pool_sources.csv", index=False)
     else:
-        t1 = pd.read_csv(run_dir / "table1.csv")
-    pareto = pd.concat([statistics.pareto_summary(cells, sat, k) for k in sat_ks],
-                       ignore_index=True)
+        t1 = statistics.with_pool(pd.read_csv(run_dir / "table1.csv"), kind)
+    pareto = pd.concat([statistics.pareto_summary(cells, sat, k, per_user=per_user,
+                                                  how=how or statistics.Resampling())
+                        for k in sat_ks], ignore_index=True)
     pareto.to_csv(run_dir / "pareto.csv", index=False)
     for k in sat_ks:
         plots.plot_pareto(cells, sat, k, run_dir / f"pareto_k{k}.png")
-    plots.plot_curves(cells, run_dir / "curves.png")
+    banded, band = curve_bands(cells, per_user, how)
+    plots.plot_curves(banded, run_dir / "curves.png", band)
     contexts = None
     if cells.context.nunique() > 1:
         contexts = tables.context_table(t1)
         plots.plot_context(cells, run_dir / "context.png")
-    render.write(run_dir, sections.build(manifest, cells, t1, pareto, pairs, contexts, run_dir))
+    render.write(run_dir, sections.build(manifest, cells, t1, pareto, pairs, contexts, run_dir,
+                                         sources=sources))
 
 
 class ReportError(ValueError):
     """A run folder that `bench report` cannot rebuild from (one line for the user)."""
 
 
-def rebuild(run_dir: Path) -> list[str]:
+def resampling(run_dir: Path, manifest: dict, unit: str | None = None) -> statistics.Resampling:
+    """The suite's statistics settings (manifests from before them: the defaults, and unit user
+    where the folder kept no requests), `unit` overriding the unit; clusters from the run's
+    requests (requests.parquet: each evaluated user's request text and genre)."""
+    from .suite import StatisticsCfg
+    suite = manifest.get("suite") or {}
+    cfg = StatisticsCfg(**suite.get("statistics", {}))
+    path = run_dir / "requests.parquet"
+    unit = unit or (cfg.unit if path.exists() or "statistics" in suite else "user")
+    if unit not in statistics.UNITS:
+        raise ReportError(f"unit {unit!r}: allowed: {', '.join(statistics.UNITS)}")
+    requests = None
+    if unit != "user":
+        if not path.exists():
+            raise ReportError(f"{run_dir}: unit {unit} needs requests.parquet, which this run "
+                              "folder lacks (use unit user)")
+        requests = pd.read_parquet(path)
+    try:
+        clusters = statistics.cluster_labels(requests, unit)
+    except ValueError as exc:
+        raise ReportError(f"{run_dir}: {exc}; allowed here: request, user") from None
+    return statistics.Resampling(unit, clusters, cfg.resamples, cfg.permutations,
+                                 int(suite.get("seed", 0)))
+
+
+def curve_bands(cells: pd.DataFrame, per_user: pd.DataFrame | None,
+                how: statistics.Resampling | None) -> tuple[pd.DataFrame, str]:
+    """Cells whose se is cluster-robust for the unit, and the band's caption."""
+    if per_user is None:
+        return cells, "band: ±1.96 se over users"
+    se = statistics.cluster_se(per_user, cells.metric.unique(), how)
+    keys = statistics.KEYS + ["w_control", "k", "metric"]
+    cells = cells.drop(columns="se").merge(se, on=keys, how="left")
+    return cells, f"band: 95% interval, clusters: {statistics.UNITS[how.unit]}"
+
+
+def rebuild(run_dir: Path, unit: str | None = None) -> list[str]:
     """`bench report`: regenerate summary.md, report.html, the tables and plots of a finished
     run from its files (cells.parquet, manifest.json, per_user.parquet or table1.csv,
-    distill_check.parquet). Returns the names of the files written."""
+    distill_check.parquet, requests.parquet); `unit`: resample it instead of the suite's unit.
+    Returns the names of the files written."""
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         raise ReportError(f"{run_dir}: no such run folder")
@@ -91,11 +142,13 @@ def rebuild(run_dir: Path) -> list[str]:
     elif not (run_dir / "table1.csv").exists():
         raise ReportError(f"{run_dir}: neither per_user.parquet nor table1.csv to build Table 1 "
                           "from (rerun the suite)")
+    if unit is not None and per_user is None:
+        raise ReportError(f"{run_dir}: --unit needs per_user.parquet, which this run folder lacks")
     check = None
     if (run_dir / "distill_check.parquet").exists():
         check = pd.read_parquet(run_dir / "distill_check.parquet")
     before = {p.name: p.stat().st_mtime_ns for p in run_dir.iterdir()}
-    write_reports(run_dir, manifest, cells, per_user, check)
+    write_reports(run_dir, manifest, cells, per_user, check, unit)
     return sorted(p.name for p in run_dir.iterdir()
                   if before.get(p.name) != p.stat().st_mtime_ns)
 
@@ -106,10 +159,13 @@ def per_user_metrics(suite, plan, result):
     uids = result.outputs["requests"]["requests"].user_id.to_numpy()
     for m in suite.methods:
         for ctx in suite.contexts:  # context-free methods: one sweep serves every context
-            for agg in suite.aggregation:
-                outs = [result.outputs[s.label] for s in plan if s.stage == "sweep"
-                        and s.config["cell"][:3] == [m.name, sweep_context(m.name, ctx), agg]]
-                labels = {"method": m.name, "context": ctx, "aggregation": agg}
+            cells: dict[tuple, list] = {}  # (aggregation, pool) -> its sweeps, in row order
+            for s in plan:
+                cell = s.config.get("cell") if s.stage == "sweep" else None
+                if cell and cell[:2] == [m.name, sweep_context(m.name, ctx)]:
+                    cells.setdefault((cell[2], cell[5]), []).append(result.outputs[s.label])
+            for (agg, over), outs in cells.items():
+                labels = {"method": m.name, "context": ctx, "aggregation": agg, "pool": over}
                 per_user.append(pd.concat([o["per_user"] for o in outs],
                                           ignore_index=True).assign(**labels))
                 recs.append((labels, uids, np.concatenate([o["recs"] for o in outs], axis=1)))
@@ -120,7 +176,7 @@ def per_user_metrics(suite, plan, result):
         judge = pd.concat([judge[judge.context != "*"]] +
                           [anyctx.assign(context=c) for c in suite.contexts], ignore_index=True)
         per_user = per_user.merge(judge, how="left", on=["method", "context", "aggregation",
-                                                         "user_id", "w_control", "k"])
+                                                         "pool", "user_id", "w_control", "k"])
     return per_user, recs
 
 
@@ -133,21 +189,35 @@ def build_manifest(run_dir, suite, plan, result, per_user, run_info, elapsed) ->
         "run_id": run_dir.name, **run_info,
         "created_utc": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "git_commit": provenance.git_commit(), "versions": provenance.versions(),
+        "git": provenance.git_state(),  # dirty runs stay off the leaderboard unless asked for
         "hardware": hardware.describe(),
         "seeds": {"suite": suite.seed, "bivae": suite.seed, "requests": suite.seed},
         "data_source": result.outputs["dataset"]["split"]["source"],
         "n_users": int(per_user.user_id.nunique()), "n_cells": len(suite.grid()),
         "engagement_metrics": result.outputs["engagement"]["metrics"],
-        "pool": {"kind": suite.pool.kind,
-                 "mean_items_per_user": float(result.outputs["pool"]["pool"].sum(axis=1).mean())},
+        "pool": pool_facts(suite, result.outputs["pool"]),
         "llm": {label: out["stats"] for label, out in result.outputs.items() if "stats" in out},
         "llm_pools": result.pools,
         "judge_is_scorer": judge_is_scorer(suite),
+        "judge_validation": (result.outputs["judge_validation"]["separation"]
+                             if "judge_validation" in result.outputs else None),
         "distillation": student["summary"] if student is not None else None,
         "stages": {s.label: {"key": s.key, **result.timings.get(s.label, {})} for s in plan},
         "sweep_compute_seconds": round(sweep_seconds, 3),
         "wall_seconds": round(elapsed, 2),
     }
+
+
+def pool_facts(suite, pool: dict) -> dict:
+    """The pool's kind and size, and for a shortlist its nominators: items asked of each, items
+    each nominated per user on average, and whether one ranks by an embedding model."""
+    out = {"kind": suite.pool.kind, "mean_items_per_user": float(pool["pool"].sum(axis=1).mean())}
+    if "nominated" in pool:
+        out["nominators"] = {name: {"asked": n, "mean_nominated": float(
+            ((pool["nominated"] >> pool["nominators"].index(name)) & 1).sum(axis=1).mean())}
+            for name, n in suite.pool.nominators()}
+        out["embedding_nominator"] = suite.pool.embedding_nominated()
+    return out
 
 
 def judge_is_scorer(suite) -> bool | None:

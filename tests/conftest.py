@@ -56,3 +56,26 @@ def qwen():
     """The packaged Qwen2.5-Coder-1.5B-Instruct (built by the setup step), loaded once."""
     from ctrlrec.llm.backends import HFBackend
     return HFBackend("qwen2.5-coder-1.5b-instruct", threads=2, batch_size=4)
+
+
+@pytest.fixture(scope="session")
+def tiny_encoder_dir(tmp_path_factory):
+    """A tiny random-weight BERT sentence encoder with MiniLM's tokenizer: the real
+    sentence-transformers architecture, cheap enough to embed every item in a test run."""
+    import torch
+    from sentence_transformers import SentenceTransformer
+    from sentence_transformers.sentence_transformer.modules import Pooling, Transformer
+    from transformers import AutoTokenizer, BertConfig, BertModel
+
+    from ctrlrec.embeddings import resolve_model
+
+    torch.manual_seed(0)
+    tok = AutoTokenizer.from_pretrained(resolve_model("all-MiniLM-L6-v2"))
+    bert = tmp_path_factory.mktemp("tiny-bert")
+    BertModel(BertConfig(vocab_size=tok.vocab_size, hidden_size=32, num_hidden_layers=2,
+                         num_attention_heads=2, intermediate_size=64)).save_pretrained(bert)
+    tok.save_pretrained(bert)
+    folder = tmp_path_factory.mktemp("tiny-encoder")
+    SentenceTransformer(modules=[Transformer(str(bert), max_seq_length=64),
+                                 Pooling(32, "mean")]).save(str(folder))
+    return folder

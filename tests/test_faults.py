@@ -174,14 +174,15 @@ def _remove_ray_temp_folders():
         shutil.rmtree(d, ignore_errors=True)
 
 
-def start(suite: Path, out: Path, cache: Path, run_id: str):
+def start(suite: Path, out: Path, cache: Path, run_id: str, *extra: str):
     """`bench run` in its own process group and with its own Ray temp folder."""
     ray_tmp = tempfile.mkdtemp(prefix="rf", dir="/tmp")  # short: Ray puts sockets there
     RAY_TMPS.append(ray_tmp)
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "RAY_AUTH_MODE": "disabled",
            "RAY_TMPDIR": ray_tmp, "OPENAI_API_KEY": SECRET}
     proc = subprocess.Popen([sys.executable, "-m", "bench.cli", "run", str(suite), "--workers", "2",
-                             "--out", str(out), "--run-id", run_id, "--cache-dir", str(cache)],
+                             "--out", str(out), "--run-id", run_id, "--cache-dir", str(cache),
+                             *extra],
                             cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             text=True, start_new_session=True, preexec_fn=_default_sigint)
     proc.ray_tmp = ray_tmp
@@ -250,8 +251,9 @@ def manifest(out: Path, run_id: str) -> dict:
 
 
 def assert_same_results(a: Path, b: Path):
-    pd.testing.assert_frame_equal(pd.read_parquet(a / "cells.parquet"),
-                                  pd.read_parquet(b / "cells.parquet"))
+    cells = [pd.read_parquet(x / "cells.parquet").drop(columns="config_hash", errors="ignore")
+             for x in (a, b)]  # the hash holds settings that cannot change results (workers)
+    pd.testing.assert_frame_equal(*cells)
     ra, rb = pd.read_parquet(a / "recommendations.parquet"), pd.read_parquet(b / "recommendations.parquet")
     pd.testing.assert_frame_equal(ra.drop(columns="items"), rb.drop(columns="items"))
     assert all(np.array_equal(x, y) for x, y in zip(ra["items"], rb["items"]))
@@ -381,6 +383,32 @@ def test_interrupted_driver_and_killed_worker_resume_without_repeating_work(endp
           f"the driver after 128 ({len(left_after_kill)} left), worker killed after 192 of "
           f"{distinct}; last run: {stats['llm_calls']} LLM calls, {stats['cache_hits']} cache "
           f"hits, {len(after) - len(before)} new stage entries, rewritten: {rewritten}")
+
+
+def test_a_killed_worker_of_two_costs_one_shard(endpoint, reference, tmp_path):
+    """Two LLM workers and shards of one request (8 prompts), so that a held request is the
+    first of its shard: once 96 prompts are answered, the worker whose request arrives first is
+    killed (-9). Its shard goes to a worker again; the other worker's held request is closed
+    unanswered and its client asks again. The run completes with the reference results, and the
+    endpoint is asked each distinct prompt once."""
+    rater, _, _, fault = endpoint
+    rater.asked.clear()
+    out = tmp_path / "out"
+    fault.arm(96)
+    proc = start(reference["suite"], out, tmp_path / "cache", "k", "--set",
+                 "methods.0.llm.workers=2", "--set", "methods.0.llm.shard_size=8")
+    worker = wait_for(fault, proc)
+    os.kill(worker, signal.SIGKILL)
+    fault.drop()
+    code, stdout, err = finish(proc)
+    assert code == 0, err[-3000:]
+    (pool,) = manifest(out, "k")["llm_pools"]
+    # two worker processes at the end, the killed one restarted (its counts died with it)
+    pids = {w.get("pid") for w in pool["worker_stats"]}
+    assert pool["workers"] == 2 and len(pids) == 2 and worker not in pids, pool["worker_stats"]
+    assert len(rater.asked) == len(set(rater.asked)) == len(reference["asked"])
+    assert_same_results(reference["dir"], out / "faults" / "k")
+    assert_no_secret(tmp_path, texts=(stdout, err))
 
 
 def test_gpu_requests_fall_back_to_cpu_and_the_plan_says_so(tmp_path):

@@ -71,7 +71,7 @@ def test_judge_grades_each_distinct_feed_once(tiny_model_dir, tmp_path, monkeypa
     llm = {"backend": "hf", "model": str(tiny_model_dir), "dtype": "float32", "batch_size": 4,
            "threads": 1, "prefix_reuse": True}
     cfg = {"llm": llm, "ks": [2], "ws": None, "mass_threshold": 0.0, "sweep_ws": [0.0, 1.0],
-           "sweeps": [["a", "none", "rank", 0, 2], ["b", "none", "rank", 0, 2]]}
+           "sweeps": [["a", "none", "rank", 0, 2, "all"], ["b", "none", "rank", 0, 2, "all"]]}
     out = judge_stage(cfg, {"items": items}, req, {"recs": same}, {"recs": other})
     # distinct (user, feed): user 1: [1,2], [7,8]; user 2: [3,4], [5,6]
     assert out["stats"]["feeds_judged"] == 4 and out["stats"]["llm_calls"] == 4

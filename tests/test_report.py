@@ -251,3 +251,56 @@ def test_manifest_json_roundtrip_keeps_engagement_table(ctx_run):
                                    pd.read_csv(ctx_run / "table1.csv"),
                                    pd.read_csv(ctx_run / "pareto.csv"))
     assert "0.310 ± 0.010" in text
+
+
+@pytest.mark.slow
+def test_tables_name_the_resampled_unit_and_bench_report_unit_redoes_them(tmp_path, capsys):
+    run = tmp_path / "units" / "r1"
+    run.mkdir(parents=True)
+    per_user = per_user_frame()
+    users = np.arange(1, 41)  # 8 request texts, 3 genres among the 40 users
+    requests = pd.DataFrame({"user_id": users, "kind": "genre",
+                             "genre": [f"g{u % 3}" for u in users],
+                             "text": [f"request {u % 8}" for u in users]})
+    requests.to_parquet(run / "requests.parquet", index=False)
+    per_user.to_parquet(run / "per_user.parquet", index=False)
+    cells = tables.cells_table(per_user, "0123456789abcdef")
+    cells.to_parquet(run / "cells.parquet", index=False)
+    m = {**manifest("units"), "suite": {**manifest("units")["suite"],
+                                        "statistics": {"unit": "request", "resamples": 500}}}
+    provenance.write_json(run / "manifest.json", m)
+    write_reports(run, m, cells, per_user)
+    summary = (run / "summary.md").read_text()
+    assert "95% interval, clusters: request text (8)" in summary  # Table 1
+    assert "95% interval and p-value, clusters: request text (8)" in summary  # paired
+    assert "clusters: request text" in (run / "report.html").read_text()
+    assert set(pd.read_csv(run / "table1.csv").unit) == {"request"}
+    assert set(pd.read_csv(run / "pareto.csv").unit) == {"request"}
+    by_request = pd.read_csv(run / "paired.csv")
+    assert cli.main(["report", str(run), "--unit", "genre"]) == 0
+    assert "95% interval, clusters: requested genre (3)" in (run / "summary.md").read_text()
+    by_genre = pd.read_csv(run / "paired.csv")
+    assert set(by_genre.n_clusters) == {3} and (by_genre["diff"] == by_request["diff"]).all()
+    assert not np.allclose(by_genre.ci_low, by_request.ci_low)
+    board, _ = collect_all(tmp_path)
+    assert set(board.ci_clusters) == {"requested genre (3)"}
+    requests.assign(genre=None).to_parquet(run / "requests.parquet", index=False)
+    capsys.readouterr()
+    assert cli.main(["report", str(run), "--unit", "genre"]) == 2  # open-ended: no genre
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "no genre" in err[0] and "allowed here: request, user" in err[0]
+
+
+def test_statistics_unit_is_checked_in_the_suite():
+    from bench.suitefile import SuiteError, load_suite
+
+    assert load_suite("suites/genre.yaml", []).statistics.unit == "request"
+    same = load_suite("suites/genre.yaml", ["statistics.unit=genre"])
+    assert same.config_hash() == load_suite("suites/genre.yaml", []).config_hash()
+    with pytest.raises(SuiteError) as err:
+        load_suite("suites/genre.yaml", ["statistics.unit=team"])
+    text = str(err.value)
+    assert "\n" not in text and "statistics.unit" in text and "team" in text and "genre" in text
+    from bench.checks import preflight
+    with pytest.raises(SuiteError, match="open_ended requests name no genre"):  # before the run
+        preflight(load_suite("suites/open_ended.yaml", ["statistics.unit=genre"]), "o.yaml")

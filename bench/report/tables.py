@@ -31,9 +31,12 @@ def context_free(method: str) -> bool:
 
 
 def cells_table(per_user: pd.DataFrame, config_hash: str) -> pd.DataFrame:
-    """One row per cell (method × context × aggregation × w × k) and metric: mean, se,
+    """One row per cell (method × context × aggregation × pool × w × k) and metric: mean, se,
     n_users."""
-    keys = ["method", "context", "aggregation", "w_control", "k"]
+    from .statistics import with_pool
+
+    per_user = with_pool(per_user)
+    keys = ["method", "context", "aggregation", "pool", "w_control", "k"]
     rows = []
     for cell, g in per_user.groupby(keys, sort=True):
         for m in METRICS:
@@ -63,20 +66,27 @@ def recommendations_table(recs: list[tuple[dict, np.ndarray, np.ndarray]], ws,
 def selected_w(cells: pd.DataFrame) -> pd.DataFrame:
     """Mean of every metric per cell at the round values of w the run has (one column per
     metric), for a table short enough to read."""
-    wide = cells.pivot_table(index=["method", "context", "aggregation", "k", "w_control"],
-                             columns="metric", values="mean").reset_index()
+    from .statistics import with_pool
+
+    keys = ["method", "context", "aggregation", "pool", "k", "w_control"]
+    wide = with_pool(cells).pivot_table(index=keys, columns="metric",
+                                        values="mean").reset_index()
     pick = [w for w in SELECTED_W if w in set(wide.w_control)]
     return wide[wide.w_control.isin(pick)][
-        ["method", "context", "aggregation", "k", "w_control",
+        [*keys,
          *[m for m in METRICS if m in wide]]]
 
 
 def context_table(t1: pd.DataFrame) -> pd.DataFrame:
-    """Best satisfaction (and its w) per method × context, one row per method, aggregation and k,
-    from Table 1."""
-    rows = []
-    for (method, agg, k), g in t1.groupby(["method", "aggregation", "k"], sort=True):
+    """Best satisfaction (and its w) per method × context, one row per method, aggregation, pool
+    and k, from Table 1."""
+    from .statistics import with_pool
+
+    rows, t1 = [], with_pool(t1)
+    for (method, agg, over, k), g in t1.groupby(["method", "aggregation", "pool", "k"], sort=True):
         row = {"method": method, "aggregation": agg, "k": int(k)}
+        if t1.pool.nunique() > 1:  # the column only where it tells rows apart
+            row["pool"] = over
         for r in g.itertuples(index=False):
             row[f"{r.context}"] = (f"{r.max_satisfaction:.3f} [{r.ci_low:.3f}, {r.ci_high:.3f}]"
                                    f" at w={r.w_control:g}")

@@ -6,7 +6,8 @@ from __future__ import annotations
 import numpy as np
 
 from ctrlrec import aggregate, metrics
-from ctrlrec.data import Split, chronological_split, item_texts, load_movielens
+from ctrlrec.data import MOVIELENS, Split, chronological_split, item_texts
+from ctrlrec.datasets import DatasetInfo, dataset_entry, load_dataset
 from ctrlrec.engagement import BiVAEConfig, popularity_scores, train_bivae, train_cornac
 
 from .llm import llm_stats, open_llm
@@ -21,21 +22,30 @@ def split_of(ds: dict) -> Split:
                  train=ds["train"], test=ds["test"], meta=s["meta"])
 
 
+def dataset_info(ds: dict) -> DatasetInfo:
+    """The dataset's categories, request categories and item noun. Entries cached before datasets
+    were plug-ins have none: they are MovieLens-100k, the only dataset then."""
+    return DatasetInfo.from_json(ds["info"]) if "info" in ds else MOVIELENS
+
+
 def dataset_stage(cfg: dict) -> dict:
-    ml = load_movielens(cfg["path"])
-    split = chronological_split(ml.ratings, cfg["split"]["train_fraction"])
-    texts = item_texts(ml.items)
+    options = {k: cfg[k] for k in dataset_entry(cfg["dataset"]).options if k in cfg}
+    data = load_dataset(cfg["dataset"], cfg["path"], **options)
+    split = chronological_split(data.ratings, cfg["split"]["train_fraction"],
+                                item_ids=data.items.item_id.to_numpy())
+    texts = item_texts(data.items, data.info)
     if cfg["items"]["text"] == "summary":  # each item's profile is cached in the LLM cache
         from ctrlrec.data import summarised_texts
         from ctrlrec.llm.backends import render
 
         cached, tokenizer = open_llm(cfg["items"]["llm"], cfg["_runtime"])
         texts = summarised_texts(cached, lambda c: render(tokenizer, c), texts,
-                                 cfg["items"]["summary_tokens"])
-    items = ml.items.assign(text=texts)
+                                 cfg["items"]["summary_tokens"], data.info.words)
+    items = data.items.assign(text=texts)
     return {"train": split.train, "test": split.test, "items": items,
             "split": {"user_ids": split.user_ids.tolist(), "item_ids": split.item_ids.tolist(),
-                      "meta": split.meta, "source": ml.source}}
+                      "meta": split.meta, "source": data.source},
+            "info": data.info.to_json()}
 
 
 def engagement_stage(cfg: dict, ds: dict) -> dict:
@@ -94,7 +104,7 @@ def requests_stage(cfg: dict, ds: dict) -> dict:
     users = evaluated_users(split.user_ids, cfg["users"], cfg["seed"])
     if cfg["generator"] == "template":
         df = R.template_genre_requests(split, ds["items"], users, seed=cfg["seed"],
-                                       strategy=cfg["genre_strategy"])
+                                       strategy=cfg["genre_strategy"], info=dataset_info(ds))
         return {"requests": df.assign(source="template", attempts=1)}
     from ctrlrec.llm.backends import render
 
@@ -102,32 +112,59 @@ def requests_stage(cfg: dict, ds: dict) -> dict:
     draw = lambda chat: render(tokenizer, chat)  # noqa: E731
     if cfg["kind"] == "genre":
         df = R.llm_genre_requests(cached, draw, split, ds["items"], users, seed=cfg["seed"],
-                                  part=cfg["history_from"])
+                                  part=cfg["history_from"], info=dataset_info(ds))
     else:
         df = R.llm_open_requests(cached, draw, split, ds["items"], users, seed=cfg["seed"],
-                                 part=cfg["history_from"], unique=cfg.get("unique", True))
+                                 part=cfg["history_from"], unique=cfg.get("unique", True),
+                                 info=dataset_info(ds))
+    from ctrlrec.leaks import leak_stats
     return {"requests": df, "stats": {**llm_stats(cached, len(users)),
-                                      "fallbacks": int((df.source != "llm").sum())}}
+                                      "fallbacks": int((df.source != "llm").sum()),
+                                      "leaks": leak_stats(df)}}  # requests naming a test item
 
 
 def pool_stage(cfg: dict, ds: dict, eng: dict, req: dict, emb: dict | None = None) -> dict:
-    """The candidate items of each evaluated user (rows in request order), frozen for all methods."""
+    """The candidate items of each evaluated user (rows in request order), frozen for all methods.
+    A shortlist also records who nominated each candidate: `nominated` holds bit j set when
+    nominator `nominators[j]` (of bench.suite.NOMINATORS) put the item forward."""
+    from ..suite import NOMINATORS
+
     split = split_of(ds)
     rows = split.user_index(req["requests"].user_id)
     candidates = ~split.matrix("train")[rows]
     if cfg["kind"] == "all":
         return {"pool": candidates}
-    sources = [(eng["scores"][rows], cfg["engagement"])]
-    if cfg["untrained"]:
-        from ctrlrec.embeddings import load_encoder
-        from ctrlrec.values import untrained_values
+    nominated = np.zeros(candidates.shape, dtype=np.uint8)
+    for bit, name in enumerate(NOMINATORS):
+        n = cfg.get(name, 0)
+        if not n:
+            continue
+        if name == "random":  # the same sample whatever the methods: seeded by suite and user
+            chosen = np.zeros_like(candidates)
+            for r, uid in enumerate(req["requests"].user_id):
+                rng = np.random.default_rng([cfg["seed"] % 2**64, int(uid)])
+                cols = np.flatnonzero(candidates[r])
+                chosen[r, rng.choice(cols, size=min(n, len(cols)), replace=False)] = True
+        else:
+            chosen = _top_n(_nominator_scores(name, cfg, eng, req, emb, rows), candidates, n)
+        nominated[chosen] |= np.uint8(1 << bit)
+    return {"pool": nominated > 0, "nominated": nominated, "nominators": list(NOMINATORS)}
 
-        sources.append((untrained_values(load_encoder(cfg["model"], dtype=cfg["dtype"]),
-                                         req["requests"].text.tolist(), emb["emb"]),
-                        cfg["untrained"]))
-    pool = np.zeros_like(candidates)
-    for scores, n in sources:
-        if n:
-            top = aggregate.top_k(np.where(candidates, scores, np.nan), n)
-            np.put_along_axis(pool, top, True, axis=1)
-    return {"pool": pool & candidates}
+
+def _nominator_scores(name: str, cfg: dict, eng: dict, req: dict, emb: dict | None,
+                      rows: np.ndarray) -> np.ndarray:
+    if name == "engagement":
+        return eng["scores"][rows]
+    from ctrlrec.embeddings import load_encoder
+    from ctrlrec.values import untrained_values
+
+    return untrained_values(load_encoder(cfg["model"], dtype=cfg["dtype"]),
+                            req["requests"].text.tolist(), emb["emb"])
+
+
+def _top_n(scores: np.ndarray, candidates: np.ndarray, n: int) -> np.ndarray:
+    """users × items mask of each user's n best-scored candidates."""
+    top = aggregate.top_k(np.where(candidates, scores, np.nan), min(n, candidates.shape[1]))
+    mask = np.zeros_like(candidates)
+    np.put_along_axis(mask, top, True, axis=1)
+    return mask & candidates

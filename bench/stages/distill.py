@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from .data import evaluated_users, split_of
+from .data import dataset_info, evaluated_users, split_of
 from .llm import llm_stats, open_llm
 
 
@@ -13,22 +13,25 @@ def train_requests_stage(cfg: dict, ds: dict | None = None) -> dict:
     """Training requests written by the LLM, `n` per answer as JSONL. Each round writes `parallel`
     batches at once (different seeds), all shown the requests of earlier rounds. Template genre
     requests are removed, so that no evaluation request of the template generator is trained on.
-    With `own`, requests of the suite's own kind are added (see `own_kind_requests`)."""
+    With `own`, requests of the suite's own kind are added (see `own_kind_requests`). Without a
+    dataset input the step is keyed as before datasets were plug-ins: MovieLens-100k."""
+    from ctrlrec.data import MOVIELENS
     from ctrlrec.distill import parse_jsonl_requests
     from ctrlrec.llm.backends import render
     from ctrlrec.llm.prompts import train_requests_chat
-    from ctrlrec.requests import GENRE_PHRASES, TEMPLATES
+    from ctrlrec.requests import template_texts
 
+    info = dataset_info(ds) if ds is not None else MOVIELENS
     cached, tokenizer = open_llm(cfg["llm"], cfg.get("_runtime"))
-    templates = {t.format(g=p) for t in TEMPLATES for p in GENRE_PHRASES.values()}
+    templates = set(template_texts(info))
     seen: list[str] = []
     rows = []
     rounds = -(-cfg["batches"] // cfg["parallel"])
     for rnd in range(rounds):
         first = rnd * cfg["parallel"]
         batches = range(first, min(first + cfg["parallel"], cfg["batches"]))
-        prompts = [render(tokenizer, train_requests_chat(seen[-12:], cfg["per_batch"], b))
-                   for b in batches]
+        prompts = [render(tokenizer, train_requests_chat(seen[-12:], cfg["per_batch"], b,
+                                                         info.words)) for b in batches]
         outs = cached.generate(prompts, max_new_tokens=40 * cfg["per_batch"], temperature=0.9,
                                seed=cfg["seed"] + rnd)
         for b, text in enumerate(outs):
@@ -37,7 +40,7 @@ def train_requests_stage(cfg: dict, ds: dict | None = None) -> dict:
                     seen.append(r)
                     rows.append((r, rnd, b))
     df = pd.DataFrame(rows, columns=["request", "round", "batch"])
-    df["kind"] = [request_kind(t) for t in df.request]
+    df["kind"] = [request_kind(t, info) for t in df.request]
     stats = llm_stats(cached, cfg["batches"])
     if cfg.get("own"):
         own = own_kind_requests(cfg["own"], ds, cached, tokenizer, exclude=set(seen) | templates)
@@ -55,7 +58,7 @@ def own_kind_requests(own: dict, ds: dict, cached, tokenizer, exclude: set) -> p
     from ctrlrec.llm.backends import render
 
     if own["kind"] == "genre":
-        texts = R.training_genre_requests(own["n"], own["seed"])
+        texts = R.training_genre_requests(own["n"], own["seed"], dataset_info(ds))
     else:
         split = split_of(ds)
         evaluated = set(evaluated_users(split.user_ids, own["users"], own["seed"]).tolist())
@@ -64,21 +67,22 @@ def own_kind_requests(own: dict, ds: dict, cached, tokenizer, exclude: set) -> p
         users = np.sort(rng.choice(others, min(own["n"], len(others)), replace=False))
         df = R.llm_open_requests(cached, lambda chat: render(tokenizer, chat), split, ds["items"],
                                  users, seed=own["seed"], part=own["history_from"],
-                                 unique=own["unique"])
+                                 unique=own["unique"], info=dataset_info(ds))
         texts = df.text[df.source == "llm"].tolist()  # fallbacks are template text: left out
     texts = [t for t in dict.fromkeys(texts) if t not in exclude]
     return pd.DataFrame({"request": texts, "round": -1, "batch": -1,
                          "kind": f"suite_{own['kind']}"})
 
 
-def request_kind(text: str) -> str:
-    """A coarse label for per-kind distillation checks."""
+def request_kind(text: str, info=None) -> str:
+    """A coarse label for per-kind distillation checks (genres: those of `info`, MovieLens')."""
     import re
+    from ctrlrec.data import MOVIELENS
     from ctrlrec.requests import detect_genres
 
     if re.search(r"\b(avoid|not|no|without|nothing|don't|isn't)\b", text, re.I):
         return "with_avoid"
-    n = len(detect_genres(text))
+    n = len(detect_genres(text, info or MOVIELENS))
     return "one_genre" if n == 1 else ("multi_genre" if n > 1 else "descriptive")
 
 
@@ -98,8 +102,9 @@ def teacher_labels_stage(cfg: dict, ds: dict, train_req: dict, emb: dict) -> dic
     picks = sample_items(untrained, cfg["items_per_request"], cfg["seed"])
     cached, tokenizer = open_llm(cfg["llm"], cfg.get("_runtime"))
     prompts, rows = [], []
+    words = dataset_info(ds).words
     for r, (req, kind, items) in enumerate(zip(reqs.request, reqs.kind, picks)):
-        tpl = backends.render(tokenizer, rating_chat(req))
+        tpl = backends.render(tokenizer, rating_chat(req, words=words))
         for rank, i in enumerate(items):
             prompts.append(backends.fill(tpl, texts[i]))
             rows.append((req, kind, int(ds["items"].item_id.iloc[i]), texts[i],

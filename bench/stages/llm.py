@@ -28,7 +28,8 @@ def open_llm(llm: dict, runtime: dict | None = None):
     executor = None
     if pool:
         from ..llmpool import PoolExecutor
-        executor = PoolExecutor(pool)
+        executor = PoolExecutor(pool, batch_size=llm.get("batch_size"),
+                                caller=runtime.get("llm_caller", ""))
     cached = CachedLLM(lambda: registry.load_backend(llm["backend"], llm["model"], **options),
                        identity, LLMCache(runtime.get("llm_cache") or llm_cache_path()),
                        shard=llm.get("shard_size", 64), executor=executor)
@@ -37,4 +38,5 @@ def open_llm(llm: dict, runtime: dict | None = None):
 
 def llm_stats(cached, n_prompts: int) -> dict:
     return {"prompts": n_prompts, "llm_calls": cached.calls, "cache_hits": cached.hits,
+            "own_seconds": round(cached.own_seconds, 4),  # keys, cache reads, commits
             "backend": {**cached.settings, **cached.identity}}

@@ -7,7 +7,7 @@ import pandas as pd
 
 from ctrlrec.data import Split
 
-from .data import split_of
+from .data import dataset_info, split_of
 from .llm import llm_stats, open_llm
 
 
@@ -43,9 +43,10 @@ def direct_values_stage(cfg: dict, ds: dict, req: dict, pool: dict) -> dict:
     ctx = cfg["context"]
     history = history_lines(split, ds["items"], int(ctx.split(":")[1])) if ctx != "none" else {}
     texts = ds["items"].text.to_numpy()
+    words = dataset_info(ds).words
     prompts, where = [], []
     for row, (uid, text) in enumerate(zip(requests.user_id, requests.text)):
-        tpl = backends.render(tokenizer, rating_chat(text, history.get(int(uid), [])))
+        tpl = backends.render(tokenizer, rating_chat(text, history.get(int(uid), []), words))
         cols = np.flatnonzero(pool["pool"][row])
         prompts += [backends.fill(tpl, texts[c]) for c in cols]
         where += [(row, c) for c in cols]

@@ -95,6 +95,7 @@ class LLMBackend(Protocol):
     name: str
     identity: dict
     settings: dict
+    batch_size: int  # prompts per forward pass or request; a caller may change it between calls
 
     def rate(self, prompts: list[RatePrompt]) -> list[Rating]: ...
 

@@ -124,6 +124,9 @@ class CachedLLM:
         self.executor = executor or self._here
         self.hits = 0
         self.calls = 0
+        # seconds this process spent on its own share of the work (keys, cache reads, commits),
+        # not waiting for answers: the serial part of an LLM stage however many workers answer
+        self.own_seconds = 0.0
 
     @property
     def backend(self):
@@ -146,18 +149,23 @@ class CachedLLM:
     def rate(self, prompts, progress_bar=None):
         from .backends import Rating
 
+        t0 = time.perf_counter()
         keys = [call_key(self.identity, "rate", p.text, {}) for p in prompts]
+        self.own_seconds += time.perf_counter() - t0
         found = self._through_cache("rate", keys, prompts, {}, progress_bar,
                                     encode=lambda r: r.as_json())
         return [Rating.from_json(found[k]) for k in keys]
 
     def generate(self, texts: list[str], **params) -> list[str]:
+        t0 = time.perf_counter()
         keys = [call_key(self.identity, "generate", t, params) for t in texts]
+        self.own_seconds += time.perf_counter() - t0
         found = self._through_cache("generate", keys, texts, params)
         return [found[k] for k in keys]
 
     def _through_cache(self, kind, keys, inputs, params, progress_bar=None, encode=None):
         """Answers for `keys`: cached ones read, each distinct missing one computed once."""
+        t0 = time.perf_counter()
         by_key = dict(zip(keys, inputs))
         distinct = list(by_key)
         found = self.cache.get_many(distinct)
@@ -166,11 +174,14 @@ class CachedLLM:
             progress_bar.update(sum(k in found for k in keys))
         shards = [distinct[lo:lo + self.shard] for lo in range(0, len(distinct), self.shard)]
         todo = [missing for sh in shards if (missing := [k for k in sh if k not in found])]
+        self.own_seconds += time.perf_counter() - t0
         for i, outs in self.executor(kind, [[by_key[k] for k in t] for t in todo], params):
+            t0 = time.perf_counter()
             new = {k: encode(o) if encode else o for k, o in zip(todo[i], outs)}
             self.cache.put_many(kind, new)
             self.calls += len(new)
             found.update(new)
             if progress_bar is not None:
                 progress_bar.update(sum(k in new for k in keys))
+            self.own_seconds += time.perf_counter() - t0
         return found

@@ -8,11 +8,12 @@ names one, the titles are replaced by a neutral phrase (`scrub`).
 
 When a title counts as named: its words appear in the request in order, as whole words, compared
 without case, accents or punctuation ("G.I. Jane" is named by "g.i. jane" and "G I Jane"), with
-or without a leading article ("The Saint" also as "Saint") and without an alternative title in
-brackets. Titles of fewer than 4 letters and digits (M, Ed, Ran, I.Q.) are ignored: as words
-they turn up in ordinary requests. A title of one word counts only when
-capitalised in the request, so "a movie about a mother" does not name "Mother" but "something
-like Mother" does."""
+or without a leading article ("The English Patient" also as "English Patient") and without an
+alternative title in brackets. Titles of fewer than 4 letters and digits (M, Ed, Ran, I.Q.) are
+ignored: as words they turn up in ordinary requests. For the same reason a title of one word
+(or an article and one word, which then needs its article) counts only when capitalised other
+than as the first word of a sentence: "a movie about a mother" does not name "Mother", nor
+"Show me a drama" "The Show", but "something like Mother" does."""
 
 from __future__ import annotations
 
@@ -40,9 +41,15 @@ def _forms(title: str) -> set[tuple[str, ...]]:
     for name in {title, title.split(" (")[0]}:
         words = tuple(_fold(w) for w in _WORD.findall(name))
         out.add(words)
-        if len(words) > 1 and words[0] in ARTICLES:
+        if len(words) > 2 and words[0] in ARTICLES:  # "The Show" never as "Show"
             out.add(words[1:])
     return {f for f in out if len("".join(f)) >= MIN_CHARS}
+
+
+def _named_word(text: str, word: re.Match) -> bool:
+    """A one-word title counts when capitalised, and not merely as a sentence's first word."""
+    before = text[:word.start()].rstrip(" \"'(")
+    return word.group()[0].isupper() and bool(before) and before[-1] not in ".!?"
 
 
 def find_titles(text: str, titles: list[str]) -> list[tuple[str, int, int]]:
@@ -55,7 +62,7 @@ def find_titles(text: str, titles: list[str]) -> list[tuple[str, int, int]]:
         for form in _forms(title):
             n = len(form)
             for i in range(len(words) - n + 1):
-                if tuple(folded[i:i + n]) == form and (n > 1 or words[i].group()[0].isupper()):
+                if tuple(folded[i:i + n]) == form and (n > 1 or _named_word(text, words[i])):
                     hits.append((title, words[i].start(), words[i + n - 1].end()))
     kept: list[tuple[str, int, int]] = []
     for hit in sorted(hits, key=lambda h: (h[1], -(h[2] - h[1]))):

@@ -220,7 +220,7 @@ def llm_open_requests(llm, render, split: Split, items: pd.DataFrame, user_ids, 
             pending = still
             if not pending:
                 break
-        for u in pending:  # every try named a test item: the first, with its titles replaced
+        for u in pending:  # no clean try, but one named a test item: it, titles replaced
             if u in guard.first and guard.scrubbed(u, info.words)[1] >= 3:
                 got[u] = (guard.scrubbed(u, info.words)[0], tries)
         for u in chunk:

@@ -29,6 +29,7 @@ def test_user_570s_request_is_his_test_item(split, movielens):
     ("Something like AMELIE, please", ["Amélie"], ["Amélie"]),            # case and accents
     ("A story about a mother and her son", ["Mother"], []),               # one word: lowercase
     ("Something like Mother, but funnier", ["Mother"], ["Mother"]),       # ... capitalised
+    ("Show me a drama. Fear no sequels", ["The Show", "Fear"], []),       # ... starting a sentence
     ("Ed and Ran are fine", ["Ed", "Ran", "I.Q."], []),                   # under 4 characters
     ("No Evitation or Spawning", ["Evita", "Spawn"], []),                 # whole words only
     ("More like Shanghai Triad", ["Shanghai Triad (Yao a yao yao dao waipo qiao)"],

@@ -61,7 +61,7 @@ def main() -> int:
     p.add_argument("--model", default="qwen2.5-coder-1.5b-instruct")
     p.add_argument("--tokenizer", default=None, help="openai: whose chat template to apply")
     p.add_argument("--base-url", default=None)
-    p.add_argument("--dtype", default="float32")
+    p.add_argument("--dtype", default="auto", help="auto: bf16 only where computed natively")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--mass-threshold", type=float, default=0.9)

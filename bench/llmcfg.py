@@ -22,7 +22,9 @@ _LLM_COMMON = {"backend", "model", "tokenizer", "threads", "num_gpus", "workers"
 
 
 class LLMCfg(Strict):
-    backend: Literal["hf", "vllm", "openai"] = "hf"
+    # auto: the faster in-process engine installed here (ctrlrec.hardware.resolve_backend),
+    # resolved when the suite loads, so keys, pools and the manifest hold the engine that ran
+    backend: Literal["auto", "hf", "vllm", "openai"] = "hf"
     model: str = "qwen2.5-coder-1.5b-instruct"  # packaged alias, local folder or hub id
     tokenizer: str | None = None  # for chat templates when `model` is only a served name
     dtype: DType = "auto"
@@ -41,6 +43,14 @@ class LLMCfg(Strict):
     timeout: Annotated[float, Field(gt=0)] = 120.0       # openai: seconds per request
     tensor_parallel_size: Annotated[int, Field(ge=1)] = 1   # vllm
     gpu_memory_utilization: Annotated[float, Field(gt=0, le=1)] = 0.85  # vllm
+
+    @model_validator(mode="before")
+    @classmethod
+    def resolve_auto(cls, data):
+        if isinstance(data, dict) and data.get("backend") == "auto":
+            from ctrlrec.hardware import resolve_backend
+            return {**data, "backend": resolve_backend("auto")}
+        return data
 
     @model_validator(mode="after")
     def backend_needs(self):

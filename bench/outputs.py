@@ -10,10 +10,12 @@ import pandas as pd
 
 from ctrlrec import hardware
 
-from .report import plots, provenance, render, sections, statistics, tables
-from .report.sources import pool_sources
 from .methods import METHODS
 from .plan import sweep_context
+from .report import plots, provenance, render, sections, statistics, tables
+from .report import seeds as by_seed
+from .report.sources import pool_sources
+from .seeds import repeated_stages, seed_steps, split_label
 
 
 def write_run(run_dir: Path, suite, plan, result, run_info: dict, elapsed: float) -> None:
@@ -24,15 +26,25 @@ def write_run(run_dir: Path, suite, plan, result, run_info: dict, elapsed: float
     cells.to_csv(run_dir / "cells.csv", index=False)
     tables.recommendations_table(recs, suite.ws(), suite.k).to_parquet(
         run_dir / "recommendations.parquet", index=False)
-    result.outputs["requests"]["requests"].to_parquet(run_dir / "requests.parquet", index=False)
+    pd.concat([outputs["requests"]["requests"].assign(seed=seed) for seed, outputs in
+               seed_outputs(suite, plan, result)], ignore_index=True).to_parquet(
+        run_dir / "requests.parquet", index=False)
     manifest = build_manifest(run_dir, suite, plan, result, per_user, run_info, elapsed)
-    student = result.outputs.get("student")
+    checks = [outputs["student"]["check"].assign(seed=seed)
+              for seed, outputs in seed_outputs(suite, plan, result) if "student" in outputs]
     check = None
-    if student is not None:
-        check = student["check"]
+    if checks:
+        check = pd.concat(checks, ignore_index=True)
         check.to_parquet(run_dir / "distill_check.parquet", index=False)
     write_reports(run_dir, manifest, cells, per_user, check)
     provenance.write_json(run_dir / "manifest.json", manifest)
+
+
+def seed_outputs(suite, plan, result):
+    """(seed, {label without the seed: artefacts}) for every seed of the run, in suite order."""
+    for seed in suite.seeds:
+        yield seed, {base: result.outputs[s.label] for base, s in seed_steps(plan, seed).items()
+                     if s.label in result.outputs}
 
 
 def write_reports(run_dir: Path, manifest: dict, cells: pd.DataFrame,
@@ -40,53 +52,81 @@ def write_reports(run_dir: Path, manifest: dict, cells: pd.DataFrame,
                   unit: str | None = None) -> None:
     """Tables, plots, summary.md and report.html from a run's cells, per-user metrics and
     manifest. Without per-user data (older run folders) Table 1 is read from table1.csv and the
-    paired comparison is left out. `unit`: resample this unit instead of the suite's."""
-    if check is not None:
-        plots.plot_distillation(check, run_dir / "distill.png")
+    paired comparison is left out. `unit`: resample this unit instead of the suite's. With
+    several seeds (a `seed` column) every table is computed per seed, saved so, and summarised
+    over seeds in the report (bench/report/seeds.py); the figures show the mean over seeds."""
+    if check is not None:  # the first seed's student
+        plots.plot_distillation(next(by_seed.each_seed(check))[1], run_dir / "distill.png")
     kind = (manifest.get("pool") or {}).get("kind", "all")  # older folders: one pool, unlabelled
     cells = statistics.with_pool(cells, kind)
     sat = tables.satisfaction_metric(cells)
     sat_ks = sorted(cells[cells.metric == sat].k.unique())
-    pairs = sources = how = None
+    pairs = sources = None
+    hows: dict = {}
     if per_user is not None:
         per_user = statistics.with_pool(per_user, kind)
-        how = resampling(run_dir, manifest, unit)
-        t1 = pd.concat([statistics.table1(per_user, sat, k, how=how) for k in sat_ks],
-                       ignore_index=True)
+        hows = {seed: resampling(run_dir, manifest, unit, seed)
+                for seed in by_seed.seeds_of(per_user)}
+        t1 = by_seed.per_seed(lambda pu, seed: pd.concat(
+            [statistics.table1(pu, sat, k, how=hows[seed]) for k in sat_ks], ignore_index=True),
+            per_user)
         t1.to_csv(run_dir / "table1.csv", index=False)
-        pairs = pd.concat([statistics.paired_comparisons(per_user, sat, k, how) for k in sat_ks],
-                          ignore_index=True)
+        pairs = by_seed.per_seed(lambda pu, seed: pd.concat(
+            [statistics.paired_comparisons(pu, sat, k, hows[seed]) for k in sat_ks],
+            ignore_index=True), per_user)
         pairs.to_csv(run_dir / "paired.csv", index=False)
-        found = [t for t in (pool_sources(per_user, sat, k) for k in sat_ks) if t is not None]
-        if found:
-            sources = pd.concat(found, ignore_index=True)
+        sources = by_seed.per_seed(lambda pu, seed: _sources(pu, sat, sat_ks), per_user)
+        if sources is not None:
             sources.to_csv(run_dir / "pool_sources.csv", index=False)
     else:
         t1 = statistics.with_pool(pd.read_csv(run_dir / "table1.csv"), kind)
-    pareto = pd.concat([statistics.pareto_summary(cells, sat, k, per_user=per_user,
-                                                  how=how or statistics.Resampling())
-                        for k in sat_ks], ignore_index=True)
+    pareto = by_seed.per_seed(lambda c, seed: pd.concat(
+        [statistics.pareto_summary(c, sat, k, per_user=by_seed.seed_rows(per_user, seed),
+                                   how=hows.get(seed) or statistics.Resampling())
+         for k in sat_ks], ignore_index=True), cells)
     pareto.to_csv(run_dir / "pareto.csv", index=False)
+    first = by_seed.seeds_of(cells)[0]
+    if len(by_seed.seeds_of(cells)) > 1:
+        drawn, n = by_seed.seed_mean_cells(cells)
+        banded, band = drawn, f"{n} seeds, band: ±1 sd over seeds"
+    else:
+        drawn = by_seed.seed_rows(cells, first)
+        banded, band = curve_bands(drawn, by_seed.seed_rows(per_user, first), hows.get(first))
     for k in sat_ks:
-        plots.plot_pareto(cells, sat, k, run_dir / f"pareto_k{k}.png")
-    banded, band = curve_bands(cells, per_user, how)
+        plots.plot_pareto(drawn, sat, k, run_dir / f"pareto_k{k}.png")
     plots.plot_curves(banded, run_dir / "curves.png", band)
+    t1 = by_seed.over_seeds(t1, by_seed.TABLE1)
     contexts = None
     if cells.context.nunique() > 1:
         contexts = tables.context_table(t1)
-        plots.plot_context(cells, run_dir / "context.png")
-    render.write(run_dir, sections.build(manifest, cells, t1, pareto, pairs, contexts, run_dir,
-                                         sources=sources))
+        plots.plot_context(drawn, run_dir / "context.png")
+    spread = by_seed.with_spread
+    render.write(run_dir, sections.build(
+        manifest, cells, spread(t1), spread(by_seed.over_seeds(pareto, by_seed.PARETO)),
+        spread(by_seed.over_seeds(pairs, by_seed.PAIRED)), contexts, run_dir,
+        sources=_drop_count(by_seed.over_seeds(sources, by_seed.SOURCES))))
+
+
+def _drop_count(frame: pd.DataFrame | None) -> pd.DataFrame | None:
+    """The pool table over seeds holds plain means; the run's facts name the seeds."""
+    return frame.drop(columns="n_seeds") if frame is not None and "n_seeds" in frame else frame
+
+
+def _sources(per_user: pd.DataFrame, sat: str, ks) -> pd.DataFrame | None:
+    found = [t for t in (pool_sources(per_user, sat, k) for k in ks) if t is not None]
+    return pd.concat(found, ignore_index=True) if found else None
 
 
 class ReportError(ValueError):
     """A run folder that `bench report` cannot rebuild from (one line for the user)."""
 
 
-def resampling(run_dir: Path, manifest: dict, unit: str | None = None) -> statistics.Resampling:
+def resampling(run_dir: Path, manifest: dict, unit: str | None = None,
+               seed: int | None = None) -> statistics.Resampling:
     """The suite's statistics settings (manifests from before them: the defaults, and unit user
     where the folder kept no requests), `unit` overriding the unit; clusters from the run's
-    requests (requests.parquet: each evaluated user's request text and genre)."""
+    requests (requests.parquet: each evaluated user's request text and genre), those of `seed`
+    in a run of several seeds, whose draws it also seeds."""
     from .suite import StatisticsCfg
     suite = manifest.get("suite") or {}
     cfg = StatisticsCfg(**suite.get("statistics", {}))
@@ -99,13 +139,13 @@ def resampling(run_dir: Path, manifest: dict, unit: str | None = None) -> statis
         if not path.exists():
             raise ReportError(f"{run_dir}: unit {unit} needs requests.parquet, which this run "
                               "folder lacks (use unit user)")
-        requests = pd.read_parquet(path)
+        requests = by_seed.seed_rows(pd.read_parquet(path), seed)
     try:
         clusters = statistics.cluster_labels(requests, unit)
     except ValueError as exc:
         raise ReportError(f"{run_dir}: {exc}; allowed here: request, user") from None
     return statistics.Resampling(unit, clusters, cfg.resamples, cfg.permutations,
-                                 int(suite.get("seed", 0)))
+                                 int(suite.get("seed", 0) if seed is None else seed))
 
 
 def curve_bands(cells: pd.DataFrame, per_user: pd.DataFrame | None,
@@ -154,36 +194,52 @@ def rebuild(run_dir: Path, unit: str | None = None) -> list[str]:
 
 
 def per_user_metrics(suite, plan, result):
-    """Per-user metrics of every cell (judge grades merged in) and the top-k lists per cell."""
+    """Per-user metrics of every cell (judge grades merged in) and the top-k lists per cell, of
+    every seed and labelled with it (`seed`)."""
     per_user, recs = [], []
-    uids = result.outputs["requests"]["requests"].user_id.to_numpy()
-    for m in suite.methods:
-        for ctx in suite.contexts:  # context-free methods: one sweep serves every context
-            cells: dict[tuple, list] = {}  # (aggregation, pool) -> its sweeps, in row order
-            for s in plan:
-                cell = s.config.get("cell") if s.stage == "sweep" else None
-                if cell and cell[:2] == [m.name, sweep_context(m.name, ctx)]:
-                    cells.setdefault((cell[2], cell[5]), []).append(result.outputs[s.label])
-            for (agg, over), outs in cells.items():
-                labels = {"method": m.name, "context": ctx, "aggregation": agg, "pool": over}
-                per_user.append(pd.concat([o["per_user"] for o in outs],
-                                          ignore_index=True).assign(**labels))
-                recs.append((labels, uids, np.concatenate([o["recs"] for o in outs], axis=1)))
-    per_user = pd.concat(per_user, ignore_index=True)
-    if "judge" in result.outputs:
-        judge = result.outputs["judge"]["per_user"]
-        anyctx = judge[judge.context == "*"]  # context-free methods: one judgement per context
-        judge = pd.concat([judge[judge.context != "*"]] +
-                          [anyctx.assign(context=c) for c in suite.contexts], ignore_index=True)
-        per_user = per_user.merge(judge, how="left", on=["method", "context", "aggregation",
-                                                         "pool", "user_id", "w_control", "k"])
-    return per_user, recs
+    for seed in suite.seeds:
+        steps = seed_steps(plan, seed)
+        sweeps = [s for s in steps.values() if s.stage == "sweep"]
+        req = result.outputs[next(d for d in sweeps[0].deps  # the requests its sweeps read
+                                  if split_label(d)[0] == "requests")]["requests"]
+        frames = []
+        for m in suite.methods:
+            for ctx in suite.contexts:  # context-free methods: one sweep serves every context
+                cells: dict[tuple, list] = {}  # (aggregation, pool) -> its sweeps, in row order
+                for s in sweeps:
+                    cell = s.config["cell"]
+                    if cell[:2] == [m.name, sweep_context(m.name, ctx)]:
+                        cells.setdefault((cell[2], cell[5]), []).append(result.outputs[s.label])
+                for (agg, over), outs in cells.items():
+                    labels = {"method": m.name, "context": ctx, "aggregation": agg, "pool": over}
+                    frames.append(pd.concat([o["per_user"] for o in outs],
+                                            ignore_index=True).assign(**labels))
+                    recs.append(({**labels, "seed": seed}, req.user_id.to_numpy(),
+                                 np.concatenate([o["recs"] for o in outs], axis=1)))
+        frame = pd.concat(frames, ignore_index=True)
+        if "judge" in steps:
+            judge = result.outputs[steps["judge"].label]["per_user"]
+            anyctx = judge[judge.context == "*"]  # context-free methods: one judgement per context
+            judge = pd.concat([judge[judge.context != "*"]] +
+                              [anyctx.assign(context=c) for c in suite.contexts],
+                              ignore_index=True)
+            frame = frame.merge(judge, how="left", on=["method", "context", "aggregation",
+                                                       "pool", "user_id", "w_control", "k"])
+        per_user.append(frame.assign(seed=seed))
+    return pd.concat(per_user, ignore_index=True), recs
 
 
 def build_manifest(run_dir, suite, plan, result, per_user, run_info, elapsed) -> dict:
+    """The run's record. With several seeds, the sections that describe one model (engagement,
+    pool, judge validation, distillation) are the first seed's, with the others' `*_by_seed`."""
     sweep_seconds = sum(t.get("seconds", 0) for label, t in result.timings.items()
                         if label.startswith("sweep[") and not t["cached"])
-    student = result.outputs.get("student")
+    outs = dict(seed_outputs(suite, plan, result))
+    first = outs[suite.seeds[0]]
+    student = first.get("student")
+    several = len(suite.seeds) > 1
+    by_seed_of = (lambda fn: {"by_seed": {str(s): fn(o) for s, o in outs.items()}}  # noqa: E731
+                  if several else {})
     return {
         "suite": suite.model_dump(mode="json"), "config_hash": suite.config_hash(),
         "run_id": run_dir.name, **run_info,
@@ -191,17 +247,23 @@ def build_manifest(run_dir, suite, plan, result, per_user, run_info, elapsed) ->
         "git_commit": provenance.git_commit(), "versions": provenance.versions(),
         "git": provenance.git_state(),  # dirty runs stay off the leaderboard unless asked for
         "hardware": hardware.describe(),
-        "seeds": {"suite": suite.seed, "bivae": suite.seed, "requests": suite.seed},
-        "data_source": result.outputs["dataset"]["split"]["source"],
-        "n_users": int(per_user.user_id.nunique()), "n_cells": len(suite.grid()),
-        "engagement_metrics": result.outputs["engagement"]["metrics"],
-        "pool": pool_facts(suite, result.outputs["pool"]),
+        # every seeded stage (bivae, requests, pool sample, distillation) ran with each of these
+        "seeds": {"runs": list(suite.seeds), "per_seed_stages": repeated_stages(plan)},
+        "data_source": first["dataset"]["split"]["source"],
+        "n_users": int(per_user[per_user.seed == suite.seeds[0]].user_id.nunique()),
+        "n_cells": len(suite.grid()),
+        "engagement_metrics": first["engagement"]["metrics"],
+        **{f"engagement_metrics_{k}": v
+           for k, v in by_seed_of(lambda o: o["engagement"]["metrics"]).items()},
+        "pool": pool_facts(suite, first["pool"]),
         "llm": {label: out["stats"] for label, out in result.outputs.items() if "stats" in out},
         "llm_pools": result.pools,
         "judge_is_scorer": judge_is_scorer(suite),
-        "judge_validation": (result.outputs["judge_validation"]["separation"]
-                             if "judge_validation" in result.outputs else None),
+        "judge_validation": (first["judge_validation"]["separation"]
+                             if "judge_validation" in first else None),
         "distillation": student["summary"] if student is not None else None,
+        **({f"distillation_{k}": v for k, v in by_seed_of(
+            lambda o: o["student"]["summary"]).items()} if student is not None else {}),
         "stages": {s.label: {"key": s.key, **result.timings.get(s.label, {})} for s in plan},
         "sweep_compute_seconds": round(sweep_seconds, 3),
         "wall_seconds": round(elapsed, 2),

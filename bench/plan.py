@@ -50,7 +50,15 @@ def build_plan(suite: Suite, n_users: int, gpus: float = 0.0,
     """Steps in dependency order. `n_users` is the number of evaluated users (for sweep chunks);
     `gpus`: the GPUs of the cluster, which decide where LLM steps run and so what `dtype: auto`
     resolves to (CPU steps resolve for the CPU of the machine that plans); `sources`: the code
-    whose hash goes into each key (default: this checkout's, bench/codehash.py)."""
+    whose hash goes into each key (default: this checkout's, bench/codehash.py). With several
+    seeds, each seed's plan is built alone and the plans merged (bench/seeds.py)."""
+    from .seeds import merge_seeds
+    return merge_seeds({seed: _seed_plan(suite, seed, n_users, gpus, sources)
+                        for seed in suite.seeds})
+
+
+def _seed_plan(suite: Suite, seed: int, n_users: int, gpus: float,
+               sources: SourceIndex | None) -> list[Step]:
     key = lambda llm: llm_key(llm, gpus)  # noqa: E731
     steps = [
         Step("dataset", "dataset", "bench.stages.data:dataset_stage",
@@ -58,9 +66,9 @@ def build_plan(suite: Suite, n_users: int, gpus: float = 0.0,
              **(_llm_resources(suite.data.items.llm, key) if suite.data.items.text == "summary"
                 else {})),
         Step("engagement", "engagement", "bench.stages.data:engagement_stage",
-             {**suite.engagement.model_dump(mode="json"), "seed": suite.seed}, ["dataset"]),
+             {**suite.engagement.model_dump(mode="json"), "seed": seed}, ["dataset"]),
         Step("requests", "requests", "bench.stages.data:requests_stage",
-             _requests_config(suite, key),
+             _requests_config(suite, key, seed),
              ["dataset"], **(_llm_resources(suite.requests.llm, key)
                              if suite.requests.generator == "llm" else {})),
     ]
@@ -78,7 +86,7 @@ def build_plan(suite: Suite, n_users: int, gpus: float = 0.0,
         return label
 
     pool = ({"kind": "all"} if suite.pool.kind == "all" else  # the key holds what it reads
-            {**suite.pool.model_dump(mode="json"), "seed": suite.seed,
+            {**suite.pool.model_dump(mode="json"), "seed": seed,
              "dtype": resolve_dtype(suite.pool.dtype, "cpu")})
     if suite.pool.kind == "shortlist" and not suite.pool.untrained:
         pool = {k: v for k, v in pool.items() if k not in ("model", "dtype")}
@@ -96,7 +104,7 @@ def build_plan(suite: Suite, n_users: int, gpus: float = 0.0,
         inputs = {"dataset": lambda: "dataset", "requests": lambda: "requests",
                   "pool": lambda: "pool",
                   "item_embeddings": lambda: embeddings(m.model, resolve_dtype(m.dtype, "cpu")),
-                  "student": lambda: _distill_steps(m, add, embeddings, suite, key)}
+                  "student": lambda: _distill_steps(m, add, embeddings, suite, key, seed)}
         resources = _llm_resources(m.llm, key) if "llm" in entry.models \
             else {"cpus": entry.cpus}
         for ctx in suite.contexts:
@@ -121,7 +129,7 @@ def build_plan(suite: Suite, n_users: int, gpus: float = 0.0,
             add(Step("judge_validation", "judge_validation",
                      "bench.stages.judge:judge_validation_stage",
                      {**judging, "planted": j.planted, "requests": j.validate_requests,
-                      "seed": suite.seed, "history_from": suite.requests.history_from},
+                      "seed": seed, "history_from": suite.requests.history_from},
                      ["dataset", "requests"], **_llm_resources(j.llm, key)))
         add(Step("judge", "judge", "bench.stages.evaluate:judge_stage",
                  {**judging, "ws": j.ws, "sweep_ws": suite.ws(),
@@ -146,9 +154,10 @@ def sweep_slices(suite: Suite, entry, n_users: int):
                 yield agg, over, lo, min(lo + SWEEP_CHUNK, n_users)
 
 
-def _distill_steps(m, add, embeddings, suite: Suite, key) -> str:
-    """Training requests -> teacher labels -> student; returns the student's label."""
-    d, seed = m.distill, 0
+def _distill_steps(m, add, embeddings, suite: Suite, key, seed: int) -> str:
+    """Training requests -> teacher labels -> student, seeded by the run's seed (seed 0, the only
+    one before `seeds`, keeps its keys); returns the student's label."""
+    d = m.distill
     teacher = {"llm": key(d.teacher), "_runtime": {"llm": llm_runtime(d.teacher)}}
     cfg = {**teacher, "batches": d.batches, "per_batch": d.per_batch, "parallel": d.parallel,
            "seed": seed}
@@ -157,7 +166,7 @@ def _distill_steps(m, add, embeddings, suite: Suite, key) -> str:
     if d.own_requests:  # only then in the key, so existing caches stay valid
         r = suite.requests
         cfg["own"] = {"n": d.own_requests, "kind": r.kind, "users": suite.users,
-                      "seed": suite.seed, **({"history_from": r.history_from, "unique": r.unique}
+                      "seed": seed, **({"history_from": r.history_from, "unique": r.unique}
                                              if r.kind == "open_ended" else {})}
         deps = ["dataset"]
     add(Step("train_requests", "train_requests", "bench.stages.distill:train_requests_stage",
@@ -227,8 +236,8 @@ def llm_runtime(llm) -> dict:
             "retries": llm.retries, "timeout": llm.timeout}
 
 
-def _requests_config(suite: Suite, key) -> dict:
-    cfg = {**suite.requests.model_dump(mode="json"), "users": suite.users, "seed": suite.seed}
+def _requests_config(suite: Suite, key, seed: int) -> dict:
+    cfg = {**suite.requests.model_dump(mode="json"), "users": suite.users, "seed": seed}
     if suite.requests.kind != "open_ended":
         cfg.pop("unique")
     if suite.requests.generator == "template":  # keep the key free of settings it ignores

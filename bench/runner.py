@@ -182,6 +182,7 @@ def run_plan(plan: list[Step], cache: StageCache, workers: int, want: set[str],
 
     inflight: dict = {}
     failures, causes = [], []
+    t0 = time.monotonic()
     pools = LLMPools(max_cpus, max_gpus, node_cpus)
     # tqdm_ray also in the driver, so its bar and the workers' bars share one set of lines.
     from ray.experimental import tqdm_ray
@@ -212,6 +213,7 @@ def run_plan(plan: list[Step], cache: StageCache, workers: int, want: set[str],
                 causes.append(type(getattr(exc, "cause", None) or exc).__name__)
                 continue
             timing["wall_seconds"] = round(time.monotonic() - started, 3)
+            timing["started_s"] = round(started - t0, 3)  # when submitted, from the run's start
             cache.save(s.stage, s.key, out, {"label": s.label, "config": s.config,
                                              "deps": s.deps, "timing": timing, "code": s.code,
                                              "inputs": [by_label[d].key for d in s.deps]})

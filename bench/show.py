@@ -4,8 +4,8 @@ For each w_control: the top-k items with title, genres, their rank by request sc
 engagement score among the user's candidate items, and the combined score of Eq. 2. The inputs
 (dataset, engagement scores, item embeddings, a trained student) come from the stage cache of a
 finished run (`--run`, through its manifest's stage keys) or of the default suite
-(suites/genre.yaml); what the untrained method needs is computed and cached when missing. The
-value of the request comes from the same stage functions that `bench run` uses."""
+(suites/genre_untrained.yaml); what the untrained method needs is computed and cached when
+missing. The value of the request comes from the same stage functions that `bench run` uses."""
 
 from __future__ import annotations
 
@@ -24,7 +24,7 @@ from ctrlrec.datasets import DataError, DatasetInfo
 
 from .methods import METHODS, llm_free_methods
 
-DEFAULT_SUITE = Path(__file__).resolve().parent.parent / "suites" / "genre.yaml"
+DEFAULT_SUITE = Path(__file__).resolve().parent.parent / "suites" / "genre_untrained.yaml"
 
 
 class ShowError(ValueError):
@@ -95,6 +95,7 @@ def _suite_and_keys(run: str | None, method: str):
     from ctrlrec.paths import cache_root
 
     from .plan import build_plan, n_evaluated
+    from .seeds import seed_steps
     from .suite import MethodCfg, Suite
     from .suitefile import load_suite
 
@@ -126,9 +127,16 @@ def _suite_and_keys(run: str | None, method: str):
         suite = suite.model_copy(update={"methods": [*suite.methods,
                                                      MethodCfg(name=method, model=model)]})
     try:
-        plan = {s.label: s for s in build_plan(suite, n_evaluated(suite))}
+        steps = build_plan(suite, n_evaluated(suite))
     except DataError as exc:
         raise ShowError(f"{source}: data: {exc}") from None
+    # a run of several seeds: the first seed's stages, also by their labels without the seed
+    seed = suite.seeds[0]
+    first = seed_steps(steps, seed)
+    plan = {**{s.label: s for s in steps}, **first}
+    keys.update({base: keys[s.label] for base, s in first.items() if s.label in keys})
+    if len(suite.seeds) > 1:
+        source += f", seed {seed}"
     return suite, plan, keys, root, source
 
 

@@ -269,7 +269,9 @@ class StatisticsCfg(Strict):
 class Suite(Strict):
     name: Annotated[str, Field(pattern=r"^[A-Za-z0-9_.-]+$")]
     description: str = ""
-    seed: int = 0
+    seed: Annotated[int, Field(ge=0)] | None = None  # the older spelling of `seeds: [seed]`
+    # the seeded stages (engagement, requests, pool sample, distillation) run once per seed
+    seeds: list[Annotated[int, Field(ge=0)]] | None = Field(None, validate_default=True)
     users: Literal["all"] | Annotated[int, Field(ge=1)] = "all"
     data: DataCfg = DataCfg()
     engagement: EngagementCfg = EngagementCfg()
@@ -283,6 +285,22 @@ class Suite(Strict):
     w_control: Range | Annotated[list[WFloat], Field(min_length=1)] = Range()
     k: Annotated[list[Annotated[int, Field(ge=1, le=100)]], Field(min_length=1)] = [5, 10]
     statistics: StatisticsCfg = StatisticsCfg()
+
+    @field_validator("seeds")
+    @classmethod
+    def one_spelling(cls, v, info) -> list[int]:
+        old = info.data.get("seed")
+        if v is None:  # neither key: seed 0, as before seeds existed
+            return [0 if old is None else old]
+        if old is not None:
+            raise ValueError(f"give seeds or seed (the older spelling of seeds: [N]), not "
+                             f"both; seed is {old}")
+        if not v:
+            raise ValueError("must list at least one seed, e.g. [0, 1, 2]")
+        twice = sorted({x for x in v if v.count(x) > 1})
+        if twice:
+            raise ValueError(f"each seed once; {twice[0]} appears twice")
+        return v
 
     @field_validator("users", mode="before")
     @classmethod
@@ -322,6 +340,21 @@ class Suite(Strict):
         if len(set(names)) != len(names):
             raise ValueError(f"methods repeat a name: {names}")
         return self
+
+    @model_serializer(mode="wrap")
+    def one_seed_as_before(self, handler):
+        """One seed is written `seed: N`, as before `seeds` existed: config hashes and manifests
+        of single-seed suites stay as they were."""
+        data = handler(self)
+        if "seeds" not in data:
+            return data
+        seeds, out = data.pop("seeds"), {}
+        for k, v in data.items():
+            if k == "seed":
+                out.update({"seed": seeds[0]} if len(seeds) == 1 else {"seeds": seeds})
+            else:
+                out[k] = v
+        return out
 
     def ws(self) -> list[float]:
         vals = self.w_control.values() if isinstance(self.w_control, Range) else self.w_control

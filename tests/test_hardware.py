@@ -81,3 +81,19 @@ def test_a_dumped_suite_validates_again():
     for name in ("genre_direct.yaml", "open_ended.yaml", "smoke.yaml"):
         suite = load_suite(SUITES / name)
         assert Suite.model_validate(suite.model_dump(mode="json")) == suite
+
+
+def test_backend_auto_resolves_to_an_installed_engine_when_the_suite_loads(monkeypatch):
+    import importlib.util
+
+    from bench.llmcfg import LLMCfg
+    from ctrlrec import hardware
+
+    real = importlib.util.find_spec
+    for installed, want in ((True, "vllm"), (False, "hf")):
+        monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a, _i=installed: (
+            (real("json") if _i else None) if name == "vllm" else real(name, *a)))
+        assert hardware.resolve_backend("auto") == want
+        cfg = LLMCfg(backend="auto", batch_size=16)
+        assert cfg.backend == want and cfg.batch_size == 16  # the key and manifest hold `want`
+    assert hardware.resolve_backend("openai") == "openai"

@@ -1,22 +1,25 @@
 """The LLM worker pool end to end (bench/llmpool.py): request writing, direct scoring with and
 without user context, distillation (training requests, teacher labels) and the judge, all served
 by one pool of a tiny random Qwen2, with a tiny random sentence encoder for the student. Shards
-are fixed by content, so 1 worker and 3 workers on a three-node cluster give identical files.
-Two workers, one of them killed mid-stage, are in tests/test_faults.py."""
+are fixed by content, so 1 worker and 2 workers spread over a two-node Ray cluster give identical
+files. Both runs come from `bench scale --address`, whose report and projection are checked on
+them. Two workers, one of them killed mid-stage, are in tests/test_faults.py."""
 
 import json
 import os
 import shutil
+import subprocess
+import sys
 import tempfile
+from pathlib import Path
 
 import pandas as pd
 import pytest
 
-from test_run import bench
-
 pytestmark = pytest.mark.slow  # Ray runs end to end
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+JUDGE = "judge={llm: {backend: vllm, model: Qwen/Qwen2.5-7B-Instruct, num_gpus: 1}, k: [5, 10]}"
 LLM_PATHS = ("requests.llm", "methods.0.llm", "methods.1.distill.teacher", "judge.llm")
 
 
@@ -46,15 +49,6 @@ k: [5]
     return f
 
 
-def run(suite, out, cache, workers: int, *extra):
-    sets = [f"--set={path}.workers={workers}" for path in LLM_PATHS]
-    p = bench("run", str(suite), "--out", str(out), "--run-id", f"w{workers}", *sets, *extra,
-              cache=cache, cwd=REPO)
-    assert p.returncode == 0, p.stderr[-3000:]
-    folder = out / "pool_tiny" / f"w{workers}"
-    return folder, json.loads((folder / "manifest.json").read_text()), p.stdout
-
-
 def files(folder):
     # the config hash holds `workers`
     return [pd.read_parquet(folder / f).drop(columns="config_hash", errors="ignore")
@@ -69,14 +63,52 @@ def served(manifest) -> dict:
 
 
 @pytest.fixture(scope="module")
-def one_worker(suite, tmp_path_factory):
-    root = tmp_path_factory.mktemp("one")
-    folder, m, _ = run(suite, root / "out", root / "cache", 1, "--workers", "2")
-    return folder, m
+def ray_tmp():
+    tmp = tempfile.mkdtemp(prefix="rc", dir="/tmp")  # short: Ray puts sockets there
+    yield tmp
+    shutil.rmtree(tmp, ignore_errors=True)
 
 
-def test_one_pool_serves_every_llm_stage(one_worker):
-    folder, m = one_worker
+@pytest.fixture(scope="module")
+def ray_cluster(ray_tmp):
+    """A real two-node Ray cluster on this machine (head + 1 worker node, 3 logical CPUs each),
+    with its own temp folder so that no other Ray user on the machine finds it."""
+    old = os.environ.get("RAY_TMPDIR")
+    os.environ["RAY_TMPDIR"] = ray_tmp
+    from ray.cluster_utils import Cluster
+
+    node = dict(num_cpus=3, object_store_memory=100 * 1024**2)
+    cluster = Cluster(initialize_head=True, head_node_args={**node, "include_dashboard": False})
+    cluster.add_node(**node)
+    cluster.wait_for_nodes()
+    yield cluster
+    cluster.shutdown()
+    if old is None:
+        os.environ.pop("RAY_TMPDIR", None)
+    else:
+        os.environ["RAY_TMPDIR"] = old
+
+
+@pytest.fixture(scope="module")
+def scaled(suite, ray_cluster, ray_tmp, tmp_path_factory):
+    """`bench scale --workers 1,2 --address` of the cluster: the suite cold with 1 and with 2 LLM
+    workers (each run with caches of its own), the scaling report, and each run's files under
+    runs/w<N>/."""
+    root = tmp_path_factory.mktemp("scale")
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "RAY_AUTH_MODE": "disabled",
+           "RAY_TMPDIR": ray_tmp, "CTRLREC_LLM_CACHE": str(root / "never.sqlite")}
+    p = subprocess.run([sys.executable, "-m", "bench.cli", "scale", str(suite), "--workers", "1,2",
+                        "--address", ray_cluster.address, "--out", str(root / "scaling")],
+                       capture_output=True, text=True, cwd=REPO, check=False, timeout=900, env=env)
+    assert p.returncode == 0, p.stderr[-3000:]
+    assert not (root / "never.sqlite").exists()  # each run had an answer cache of its own
+    out = root / "scaling"
+    return out, {n: (out / "runs" / f"w{n}", json.loads(
+        (out / "runs" / f"w{n}" / "manifest.json").read_text())) for n in (1, 2)}
+
+
+def test_one_pool_serves_every_llm_stage(scaled):
+    folder, m = scaled[1][1]
     work = served(m)
     for stage in ("requests", "values[direct,none]", "values[direct,history:3]",
                   "train_requests", "teacher_labels", "judge"):
@@ -86,38 +118,60 @@ def test_one_pool_serves_every_llm_stage(one_worker):
     assert {"direct", "distilled"} <= set(cells.method) and "judge" in set(cells.metric)
 
 
-@pytest.fixture
-def ray_cluster(monkeypatch):
-    """A real three-node Ray cluster on this machine (head + 2 workers, 3 logical CPUs each),
-    with its own temp folder so that no other Ray user on the machine finds it."""
-    tmp = tempfile.mkdtemp(prefix="rc", dir="/tmp")  # short: Ray puts sockets there
-    monkeypatch.setenv("RAY_TMPDIR", tmp)
-    from ray.cluster_utils import Cluster
-
-    node = dict(num_cpus=3, object_store_memory=100 * 1024**2)
-    cluster = Cluster(initialize_head=True, head_node_args={**node, "include_dashboard": False})
-    for _ in range(2):
-        cluster.add_node(**node)
-    cluster.wait_for_nodes()
-    yield cluster
-    cluster.shutdown()
-    shutil.rmtree(tmp, ignore_errors=True)
-
-
-def test_three_node_cluster_gives_the_files_of_one_worker(suite, one_worker, ray_cluster, tmp_path):
-    """`--address` of a 3-node cluster and 3 LLM workers: the pool spreads one worker per node
-    and lives through the run (the other stages, the distilled values with 2 CPUs, fit beside
-    it); LLM shards are answered on all three nodes, and the files equal the 1-worker run bit
-    for bit (outputs travel back to the driver, which caches).
-    Two workers, one of them killed mid-stage, are in tests/test_faults.py."""
-    folder, m, stdout = run(suite, tmp_path / "out", tmp_path / "cache", 3,
-                            "--address", ray_cluster.address)
-    assert "resources: 3 node(s), 9 CPU" in stdout
-    assert m["ray"]["nodes"] == 3
-    assert all(t.get("node_id") for t in m["stages"].values())  # where each stage ran
+def test_two_workers_on_two_nodes_give_the_files_of_one(scaled):
+    """The pool of 2 workers spreads one per node and lives through the run (the other stages
+    fit beside it); shards are answered on both nodes, where each stage ran is recorded, and the
+    files equal the 1-worker run bit for bit (outputs travel back to the driver, which caches)."""
+    (one, _), (two, m) = scaled[1][1], scaled[1][2]
+    assert m["ray"]["nodes"] == 2 and m["ray"]["cluster_cpus"] == 6
+    assert all(t.get("node_id") for t in m["stages"].values())
     (pool,) = m["llm_pools"]
-    assert pool["workers"] == 3 and pool["starts"] == 1, pool
+    assert pool["workers"] == 2 and pool["starts"] == 1, pool
     answering = {w["node_id"] for w in pool["worker_stats"] if w["prompts"] > 0}
-    assert len(answering) == 3, pool["worker_stats"]
-    for a, b in zip(files(one_worker[0]), files(folder)):
+    assert len(answering) == 2, pool["worker_stats"]
+    for a, b in zip(files(one), files(two)):
         pd.testing.assert_frame_equal(a, b)
+
+
+def test_bench_scale_report_and_projection(scaled):
+    """The scaling table from the two cold runs, and `bench project` of the paper's suite from
+    it (every number marked projected)."""
+    from bench.cli import main
+    from bench.scaling.report import LLM_ROW, TOTAL_ROW
+
+    out, _ = scaled
+    for f in ("table.md", "scaling.csv", "scaling.png", "scaling.json"):
+        assert (out / f).stat().st_size > 0, f
+    info = json.loads((out / "scaling.json").read_text())
+    assert [r["workers"] for r in info["runs"]] == [1, 2] and info["git_commit"]
+    assert info["machine"]["cpu_capability"] and info["llm_sections"] == list(LLM_PATHS)
+    for run in info["runs"]:
+        assert not any(s["cached"] for s in run["stages"].values())  # cold
+        (pool,) = run["pools"]
+        workers = [w for w in pool["worker_stats"] if w.get("prompts")]
+        assert pool["workers"] == run["workers"] and len(workers) == run["workers"]
+        assert all(w["load_seconds"] > 0 for w in workers)
+    prompts = [sum(s["prompts"] or 0 for s in r["stages"].values() if s["llm"])
+               for r in info["runs"]]
+    assert prompts[0] == prompts[1] > 0  # the same work, whatever the worker count
+    csv = pd.read_csv(out / "scaling.csv")
+    llm = csv[csv.stage == LLM_ROW].set_index("workers")
+    assert (llm.wall_seconds > 0).all() and llm.prompts.tolist() == prompts
+    assert llm.loc[2, "efficiency"] == pytest.approx(
+        llm.loc[1, "wall_seconds"] / (2 * llm.loc[2, "wall_seconds"]))
+    total = csv[csv.stage == TOTAL_ROW].set_index("workers").wall_seconds
+    assert (total > llm.wall_seconds).all()
+    assert "| 2 |" in (out / "table.md").read_text()
+
+    res = Path(REPO) / "results"
+    assert main(["project", str(out), "--set", JUDGE, "--gpus", "1,8",
+                 "--suite", str(res.parent / "suites" / "gpu" / "genre.yaml"),
+                 "--throughput", str(res / "throughput" / "h200-random-weight"),
+                 "--sweep-run", str(res / "genre_untrained" / "reference"),
+                 "--judge-run", str(res / "open_ended" / "reference")]) == 0
+    text = (out / "projection.md").read_text()
+    assert text.startswith("# PROJECTED") and "Serial fraction (Amdahl)" in text
+    proj = pd.read_csv(out / "projection.csv")
+    assert set(proj.basis) == {"projected"}
+    walls = proj[proj.step == "TOTAL (wall)"].set_index("gpus").seconds
+    assert walls[8] < walls[1]

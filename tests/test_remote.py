@@ -1,10 +1,13 @@
-"""The openai backend against `bench serve`-style server on loopback, backed by the hf backend: the
-ratings that travel over a real socket equal the in-process ones."""
+"""The openai backend against `bench serve` on loopback, backed by the hf backend with a tiny
+random Qwen2 whose answers are mostly digits (conftest's `rating_model_dir`): the ratings that
+travel over a real socket equal the in-process ones. The packaged model's own ratings are checked
+in tests/test_llm.py; vLLM's own server against this client in tests/test_vllm.py."""
 
 import threading
 
 import numpy as np
 import pytest
+from conftest import RATING_ITEMS, RATING_REQUESTS
 
 from bench.serve import make_server
 from ctrlrec.llm import backends as B
@@ -13,29 +16,33 @@ from ctrlrec.llm.remote import EndpointError, OpenAIBackend
 
 
 @pytest.fixture(scope="module")
-def server(qwen):
-    srv = make_server(qwen, "127.0.0.1", 0)
+def rater(rating_model_dir):
+    return B.HFBackend(str(rating_model_dir), dtype="float32", batch_size=4, threads=1)
+
+
+@pytest.fixture(scope="module")
+def server(rater):
+    srv = make_server(rater, "127.0.0.1", 0)
     thread = threading.Thread(target=srv.serve_forever, daemon=True)
     thread.start()
     yield f"http://127.0.0.1:{srv.server_address[1]}/v1"
     srv.shutdown()
 
 
-@pytest.mark.slow
-@pytest.mark.llm
-def test_ratings_over_http_match_in_process(qwen, server):
+def test_ratings_over_http_match_in_process(rater, server):
     client = OpenAIBackend("qwen", base_url=server, batch_size=2, retries=0)
-    tpl = qwen.render(rating_chat("an animated film for my kids"))
-    prompts = [B.fill(tpl, x) for x in ("Toy Story (1995)", "Heat (1995)", "Babe (1995)")]
-    local = qwen.rate(prompts)
+    tpl = rater.render(rating_chat(RATING_REQUESTS[0]))
+    prompts = [B.fill(tpl, x) for x in RATING_ITEMS]
+    local = rater.rate(prompts)
     remote = client.rate(prompts)
     for a, b in zip(local, remote):
         # the five digits hold ~all the mass, so the top-20 list the client sees contains them;
-        # the server batches whole prompts (no prefix reuse), which moves bf16 results by ~1e-3
-        assert b.mass == pytest.approx(a.mass, abs=2e-3) and b.mass > 0.9
-        assert b.expected == pytest.approx(a.expected, abs=1e-2)
-    text = qwen.render(judge_chat("a western", ["Unforgiven (1992)"]))
-    assert client.generate([text], max_new_tokens=3) == qwen.generate([text], 3)
+        # the server batches whole prompts (no prefix reuse): in float32 that moves ~1e-6
+        assert b.mass == pytest.approx(a.mass, abs=1e-4) and b.mass > 0.9
+        assert b.expected == pytest.approx(a.expected, abs=1e-4)
+    assert np.ptp([r.expected for r in local]) > 0.1  # the ratings depend on the prompt
+    text = rater.render(judge_chat("a western", ["Unforgiven (1992)"]))
+    assert client.generate([text], max_new_tokens=3) == rater.generate([text], 3)
 
 
 def test_unreachable_endpoint_fails_with_one_clear_error():
@@ -44,22 +51,20 @@ def test_unreachable_endpoint_fails_with_one_clear_error():
         client.rate([B.RatePrompt("a", "b")])
 
 
-@pytest.mark.slow
-@pytest.mark.llm
-def test_bench_serve_answers_the_official_openai_client(qwen, server):
+def test_bench_serve_answers_the_official_openai_client(rater, server):
     """The official `openai` package, not our client, reads `bench serve`: it lists the model and
     its top-5 log-probabilities give the in-process ratings."""
     import openai  # the dev extra installs it
     client = openai.OpenAI(base_url=server, api_key="unused", max_retries=0, timeout=120)
-    assert [m.id for m in client.models.list()] == [qwen.identity["model"]]
-    tpl = qwen.render(rating_chat("a scary movie for tonight"))
-    prompts = [B.fill(tpl, x) for x in ("Alien (1979)", "Babe (1995)")]
+    assert [m.id for m in client.models.list()] == [rater.identity["model"]]
+    tpl = rater.render(rating_chat(RATING_REQUESTS[1]))
+    prompts = [B.fill(tpl, x) for x in RATING_ITEMS[:2]]
     reply = client.completions.create(model="qwen", prompt=[p.text for p in prompts],
                                       logprobs=5, max_tokens=1)
-    for want, choice in zip(qwen.rate(prompts), sorted(reply.choices, key=lambda c: c.index)):
+    for want, choice in zip(rater.rate(prompts), sorted(reply.choices, key=lambda c: c.index)):
         top = choice.logprobs.top_logprobs[0]  # {token text: logprob}, five of them
         probs = [sum(np.exp(lp) for t, lp in top.items() if t.strip() == d) for d in B.DIGITS]
         with np.errstate(divide="ignore"):
             got = B.rating_from_logprobs(np.log(probs))
-        assert got.mass > 0.9 and got.mass == pytest.approx(want.mass, abs=2e-3)
-        assert got.expected == pytest.approx(want.expected, abs=1e-2)
+        assert got.mass > 0.9 and got.mass == pytest.approx(want.mass, abs=1e-4)
+        assert got.expected == pytest.approx(want.expected, abs=1e-4)

@@ -294,11 +294,11 @@ def test_tables_name_the_resampled_unit_and_bench_report_unit_redoes_them(tmp_pa
 def test_statistics_unit_is_checked_in_the_suite():
     from bench.suitefile import SuiteError, load_suite
 
-    assert load_suite("suites/genre.yaml", []).statistics.unit == "request"
-    same = load_suite("suites/genre.yaml", ["statistics.unit=genre"])
-    assert same.config_hash() == load_suite("suites/genre.yaml", []).config_hash()
+    assert load_suite("suites/genre_untrained.yaml", []).statistics.unit == "request"
+    same = load_suite("suites/genre_untrained.yaml", ["statistics.unit=genre"])
+    assert same.config_hash() == load_suite("suites/genre_untrained.yaml", []).config_hash()
     with pytest.raises(SuiteError) as err:
-        load_suite("suites/genre.yaml", ["statistics.unit=team"])
+        load_suite("suites/genre_untrained.yaml", ["statistics.unit=team"])
     text = str(err.value)
     assert "\n" not in text and "statistics.unit" in text and "team" in text and "genre" in text
     from bench.checks import preflight

@@ -35,14 +35,14 @@ def test_untrained_values_rank_matching_items_higher(movielens):
     from ctrlrec.values import untrained_values
 
     enc = load_encoder("all-MiniLM-L6-v2")
-    items = movielens.items
+    items = movielens.items.head(300)  # enough horror and children's films, a fifth of the cost
     emb = encode(enc, item_texts(items))
-    assert emb.shape == (1682, 384)
+    assert emb.shape == (300, 384)
     np.testing.assert_allclose(np.linalg.norm(emb, axis=1), 1.0, atol=1e-5)
     v = untrained_values(enc, ["I'm in the mood for a horror movie tonight.",
                                "Show me a children's movie I would enjoy.",
                                "I'm in the mood for a horror movie tonight."], emb)
-    assert v.shape == (3, 1682)
+    assert v.shape == (3, 300)
     np.testing.assert_array_equal(v[0], v[2])
     horror, kids = items.Horror.to_numpy(), items.Children.to_numpy()
     assert v[0][horror].mean() > v[0][kids].mean() + 0.05

@@ -1,13 +1,10 @@
 """`bench scale` (cold runs per LLM worker count) and `bench project` (GPU projection): the
-arithmetic on hand-checkable inputs, the prompt counts of the paper-scale suite, and one slow end
-to end run with a tiny random Qwen2."""
+arithmetic on hand-checkable inputs and the prompt counts of the paper-scale suite. Both
+commands end to end, on cold runs with a tiny random Qwen2: tests/test_llmpool.py."""
 
-import json
 import math
-import os
 from pathlib import Path
 
-import pandas as pd
 import pytest
 
 from bench.scaling import model
@@ -84,7 +81,7 @@ def test_llm_sections_and_bad_counts():
     suite = load_suite(REPO / "suites" / "gpu" / "genre.yaml", [JUDGE])
     assert llm_sections(suite) == ["data.items.llm", "requests.llm", "methods.1.llm",
                                    "methods.2.distill.teacher", "judge.llm"]
-    assert llm_sections(load_suite(REPO / "suites" / "genre.yaml")) == []
+    assert llm_sections(load_suite(REPO / "suites" / "genre_untrained.yaml")) == []
     assert parse_counts("2,1") == [1, 2]
     for bad in ("0,1", "1,1", "one", ""):
         with pytest.raises(ScaleError, match="--workers"):
@@ -134,62 +131,13 @@ def test_paper_suite_prompt_counts():
     assert works["engagement"].fixed_s == 60.0  # measured, same BiVAE
 
 
-@pytest.mark.slow  # two cold Ray runs
-def test_bench_scale_and_project_end_to_end(tmp_path, tiny_model_dir):
-    import subprocess
-    import sys
+def test_llm_wall_counts_overlapping_stages_once():
+    from bench.scaling.report import llm_seconds
 
-    from bench.cli import main
-
-    llm = f'{{model: "{tiny_model_dir}", dtype: float32, batch_size: 4, shard_size: 4}}'
-    suite = tmp_path / "scale.yaml"
-    suite.write_text(f"""
-name: scale_tiny
-users: 3
-engagement: {{model: popularity}}
-pool: {{kind: shortlist, engagement: 4, random: 0}}
-methods:
-  - {{name: direct, llm: {llm}, mass_threshold: 0.0}}
-w_control: [0.0, 1.0]
-k: [3]
-""")
-    out = tmp_path / "scaling"
-    p = subprocess.run([sys.executable, "-m", "bench.cli", "scale", str(suite), "--workers", "1,2",
-                        "--out", str(out)], capture_output=True, text=True, cwd=REPO, check=False,
-                       timeout=900, env={**os.environ, "HF_HUB_OFFLINE": "1",
-                                         "CTRLREC_LLM_CACHE": str(tmp_path / "never.sqlite")})
-    assert p.returncode == 0, p.stderr[-3000:]
-    assert not (tmp_path / "never.sqlite").exists()  # each run had an answer cache of its own
-    for f in ("table.md", "scaling.csv", "scaling.png", "scaling.json"):
-        assert (out / f).stat().st_size > 0, f
-    info = json.loads((out / "scaling.json").read_text())
-    assert [r["workers"] for r in info["runs"]] == [1, 2] and info["git_commit"]
-    assert info["machine"]["cpu_capability"] and info["llm_sections"] == ["methods.0.llm"]
-    for run in info["runs"]:
-        assert not any(s["cached"] for s in run["stages"].values())  # cold
-        (pool,) = run["pools"]
-        workers = [w for w in pool["worker_stats"] if w.get("prompts")]
-        assert pool["workers"] == run["workers"] and len(workers) == run["workers"]
-        assert all(w["load_seconds"] > 0 for w in workers)
-        assert run["stages"]["values[direct,none]"]["prompts"] == 12  # 3 users × 4 items
-    csv = pd.read_csv(out / "scaling.csv")
-    llm = csv[csv.stage == LLM_ROW].set_index("workers")
-    assert (llm.wall_seconds > 0).all() and llm.prompts.tolist() == [12, 12]
-    assert llm.loc[2, "efficiency"] == pytest.approx(
-        llm.loc[1, "wall_seconds"] / (2 * llm.loc[2, "wall_seconds"]))
-    total = csv[csv.stage == TOTAL_ROW].set_index("workers").wall_seconds
-    assert (total > llm.wall_seconds).all()
-    assert "| 2 |" in (out / "table.md").read_text()
-
-    res = REPO / "results"
-    assert main(["project", str(out), "--set", JUDGE, "--gpus", "1,8",
-                 "--suite", str(REPO / "suites" / "gpu" / "genre.yaml"),
-                 "--throughput", str(res / "throughput" / "h200-random-weight"),
-                 "--sweep-run", str(res / "genre" / "reference"),
-                 "--judge-run", str(res / "open_ended" / "reference")]) == 0
-    text = (out / "projection.md").read_text()
-    assert text.startswith("# PROJECTED") and "Serial fraction (Amdahl)" in text
-    proj = pd.read_csv(out / "projection.csv")
-    assert set(proj.basis) == {"projected"}
-    walls = proj[proj.step == "TOTAL (wall)"].set_index("gpus").seconds
-    assert walls[8] < walls[1]
+    def stage(start, wall, llm=True):
+        return {"started_s": start, "wall_seconds": wall, "llm": llm}
+    run = {"stages": {"a": stage(0, 10), "b": stage(5, 10), "c": stage(30, 5),
+                      "cpu": stage(0, 100, llm=False)}}
+    assert llm_seconds(run) == 15 + 5   # [0, 15] and [30, 35]
+    del run["stages"]["a"]["started_s"]  # a manifest from before stage starts were recorded
+    assert llm_seconds(run) == 10 + 10 + 5

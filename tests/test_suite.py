@@ -32,7 +32,7 @@ def test_shipped_suites_are_valid():
     for path in glob.glob("suites/**/*.yaml", recursive=True):
         # throughput suites have their own schema (bench throughput)
         (load_config if Path(path).stem == "throughput" else load_suite)(path)
-    genre = load_suite("suites/genre.yaml")
+    genre = load_suite("suites/genre_untrained.yaml")
     assert genre.users == "all" and len(genre.ws()) == 21 and genre.k == [5, 10]
     assert genre.ws()[0] == 0.0 and genre.ws()[-1] == 1.0 and 0.05 in genre.ws()
     assert len(genre.grid()) == 42

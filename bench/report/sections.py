@@ -9,7 +9,9 @@ from pathlib import Path
 
 import pandas as pd
 
+from ..seeds import split_label
 from .provenance import hardware
+from .seeds import first_seed_caption
 from .sources import describe_pool, embedding_warning
 from .tables import context_free, satisfaction_metric, selected_w
 
@@ -51,8 +53,11 @@ def rows_frame(rows: list[list], header: list[str]) -> pd.DataFrame:
 
 
 def eval_seen_in_training(manifest: dict) -> int | None:
-    return (manifest.get("llm") or {}).get("values[distilled]", {}).get(
-        "eval_requests_seen_in_training")
+    """Over every seed's distilled values (a run of several seeds labels them `...@sN`)."""
+    seen = [st.get("eval_requests_seen_in_training")
+            for label, st in (manifest.get("llm") or {}).items()
+            if split_label(label)[0] == "values[distilled]"]
+    return sum(seen) if seen and None not in seen else None
 
 
 def warnings(manifest: dict) -> tuple[list[list], list[str]]:
@@ -66,7 +71,7 @@ def warnings(manifest: dict) -> tuple[list[list], list[str]]:
                          f"{st['mean_mass']:.3f}" if st.get("mean_mass") is not None else "–"])
             if st["low_mass_rate"] > 0:
                 what = ("left out of the averages" if label.startswith("judge") else
-                        "left out of training" if label == "teacher_labels" else
+                        "left out of training" if split_label(label)[0] == "teacher_labels" else
                         "scored 1 (lowest)")
                 notes.append(f"{label}: {st['low_mass']} of {n} LLM ratings "
                              f"({st['low_mass_rate']:.2%}) failed the probability-mass check "
@@ -143,10 +148,12 @@ def warnings_section(manifest: dict) -> Section:
         empty="No LLM ratings in this run.")])
 
 
-def engagement_section(engagement: dict) -> Section:
-    """Mean ± se per engagement model and metric."""
+def engagement_section(engagement: dict, by_seed: dict | None = None) -> Section:
+    """Mean ± se per engagement model and metric (and seed, in a run of several)."""
+    named = ({f"{name} (seed {seed})": m for seed, models in by_seed.items()
+              for name, m in models.items()} if by_seed else engagement)
     rows = [[name] + [f"{v[0]:.3f} ± {v[1]:.3f}" for v in m.values()]
-            for name, m in engagement.items()]
+            for name, m in named.items()]
     header = ["model"] + list(next(iter(engagement.values())))
     return Section("Engagement model on the test half (all non-train items are candidates)",
                    tables=[Table(rows_frame(rows, header))])
@@ -166,8 +173,12 @@ def clusters_named(frame: pd.DataFrame) -> str:
 
 
 def _unitless(frame: pd.DataFrame) -> pd.DataFrame:
-    """The table without the columns its caption already names."""
-    return frame.drop(columns=[c for c in ("unit", "n_clusters") if c in frame])
+    """The table without the columns its caption already names; over several seeds, the
+    interval and test columns say in their header that they are the first seed's."""
+    if "n_seeds" in frame:
+        frame = frame.rename(columns={c: f"{c} (first seed)" for c in frame.columns
+                                      if "ci_" in c or c == "p_value"})
+    return frame.drop(columns=[c for c in ("unit", "n_clusters", "n_seeds") if c in frame])
 
 
 def table1_section(sat: str, t1: pd.DataFrame) -> Section:
@@ -177,8 +188,8 @@ def table1_section(sat: str, t1: pd.DataFrame) -> Section:
                    "the paired interval of the difference to the untrained method, each at its "
                    "own best w. `pool`: the candidates ranked (`all`: every unseen item, for "
                    "methods cheap over all items in a shortlist run).",
-                   tables=[Table(_unitless(t1), caption="95% interval, clusters: "
-                                 + clusters_named(t1))])
+                   tables=[Table(_unitless(t1), caption=first_seed_caption(t1)
+                                 + "95% interval, clusters: " + clusters_named(t1))])
 
 
 def paired_section(pairs: pd.DataFrame | None) -> Section:
@@ -192,18 +203,19 @@ def paired_section(pairs: pd.DataFrame | None) -> Section:
                           "satisfaction(b); 95% cluster-bootstrap interval; two-sided sign-flip "
                           "p-value flipping whole clusters (exact when there are few). The best w "
                           "is chosen on these users, so the intervals are somewhat optimistic.",
-                   tables=[Table(_unitless(pairs).assign(
-                       p_value=pairs.p_value.map(lambda p: f"{p:.4f}")),
-                       caption="95% interval and p-value, clusters: " + clusters_named(pairs))])
+                   tables=[Table(_unitless(pairs.assign(
+                       p_value=pairs.p_value.map(lambda p: f"{p:.4f}"))),
+                       caption=first_seed_caption(pairs) + "95% interval and p-value, "
+                       "clusters: " + clusters_named(pairs))])
 
 
 def pareto_section(run_dir: Path, pareto: pd.DataFrame, with_contexts: bool) -> Section:
     return Section(
         "Pareto frontiers (area under the satisfaction-vs-engagement frontier, engagement "
         "scaled by its best value in this run)",
-        tables=[Table(_unitless(pareto), caption=(
+        tables=[Table(_unitless(pareto), caption=first_seed_caption(pareto) + (
             f"`area_ci`: 95% interval of `area_vs_precision`, clusters: {clusters_named(pareto)}"
-            if "area_ci_low" in pareto else None))],
+            if "area_ci_low" in pareto else ""))],
         figures=[Figure(run_dir / f"pareto_k{k}.png", f"Pareto frontiers at k={k}")
                  for k in sorted(pareto.k.unique())],
         note="Plots: `curves.png` (against w), `pareto_k*.png` (frontiers)"
@@ -279,8 +291,12 @@ def distillation_section(run_dir: Path, manifest: dict) -> Section | None:
              d["untrained_overall"]["spearman"], d["untrained_overall"]["n"]]]
     rows += [[f"kind: {k}", v["pearson"], v["spearman"], v["n"]]
              for k, v in d["per_kind"].items()]
+    others = manifest.get("distillation_by_seed") or {}
+    rows += [[f"all held-out pairs (student, seed {seed})", o["overall"]["pearson"],
+              o["overall"]["spearman"], o["overall"]["n"]] for seed, o in others.items()]
     return Section(
-        "Distillation check (held-out requests)",
+        "Distillation check (held-out requests" + (", first seed unless named)" if others
+                                                    else ")"),
         f"{d['train_requests']} training requests ({d['train_pairs']} pairs), "
         f"{d['val_requests']} held out ({d['val_pairs']} pairs); loss per epoch: "
         + ", ".join(f"{h['loss']:.4f}" for h in d["history"]) + ".",
@@ -301,6 +317,9 @@ def facts(manifest: dict) -> list[str]:
            + (" (embedding-nominated: favours embedding methods)"
               if embedding_warning(manifest) else ""),
            hardware(manifest)]
+    runs = (manifest.get("seeds") or {}).get("runs") or []
+    if len(runs) > 1:
+        out.insert(3, f"seeds {', '.join(map(str, runs))}")
     return [f for f in out if f]
 
 
@@ -313,7 +332,8 @@ def build(manifest: dict, cells: pd.DataFrame, table1: pd.DataFrame, pareto: pd.
     suite = manifest["suite"]
     with_contexts = contexts is not None and len(contexts) > 0
     sections = [warnings_section(manifest),
-                engagement_section(manifest["engagement_metrics"])
+                engagement_section(manifest["engagement_metrics"],
+                                   manifest.get("engagement_metrics_by_seed"))
                 if manifest.get("engagement_metrics") else None,
                 table1_section(satisfaction_metric(cells), table1),
                 judge_validation_section(manifest),

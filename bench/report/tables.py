@@ -31,12 +31,13 @@ def context_free(method: str) -> bool:
 
 
 def cells_table(per_user: pd.DataFrame, config_hash: str) -> pd.DataFrame:
-    """One row per cell (method × context × aggregation × pool × w × k) and metric: mean, se,
-    n_users."""
+    """One row per cell (method × context × aggregation × pool × w × k, and seed where the run
+    has seeds) and metric: mean, se, n_users."""
     from .statistics import with_pool
 
     per_user = with_pool(per_user)
     keys = ["method", "context", "aggregation", "pool", "w_control", "k"]
+    keys += ["seed"] if "seed" in per_user else []
     rows = []
     for cell, g in per_user.groupby(keys, sort=True):
         for m in METRICS:
@@ -65,8 +66,15 @@ def recommendations_table(recs: list[tuple[dict, np.ndarray, np.ndarray]], ws,
 
 def selected_w(cells: pd.DataFrame) -> pd.DataFrame:
     """Mean of every metric per cell at the round values of w the run has (one column per
-    metric), for a table short enough to read."""
+    metric), for a table short enough to read; with several seeds, mean ± sd over seeds."""
+    from .seeds import each_seed, over_seeds, seeds_of, with_spread
     from .statistics import with_pool
+
+    if len(seeds_of(cells)) > 1:
+        per = pd.concat([selected_w(c).assign(seed=s) for s, c in each_seed(cells)],
+                        ignore_index=True)
+        keys = ["method", "context", "aggregation", "pool", "k", "w_control"]
+        return with_spread(over_seeds(per, (keys, list(METRICS), []))).drop(columns="n_seeds")
 
     keys = ["method", "context", "aggregation", "pool", "k", "w_control"]
     wide = with_pool(cells).pivot_table(index=keys, columns="metric",
@@ -88,7 +96,10 @@ def context_table(t1: pd.DataFrame) -> pd.DataFrame:
         if t1.pool.nunique() > 1:  # the column only where it tells rows apart
             row["pool"] = over
         for r in g.itertuples(index=False):
-            row[f"{r.context}"] = (f"{r.max_satisfaction:.3f} [{r.ci_low:.3f}, {r.ci_high:.3f}]"
-                                   f" at w={r.w_control:g}")
+            sd = getattr(r, "max_satisfaction_sd", None)  # several seeds: mean ± sd, the first
+            spread, w = ("", f"{r.w_control:g}") if sd is None else (  # seed's interval, mean w
+                f" ± {sd:.3f}", f"{r.w_control:.3g}")
+            row[f"{r.context}"] = (f"{r.max_satisfaction:.3f}{spread} [{r.ci_low:.3f}, "
+                                   f"{r.ci_high:.3f}] at w={w}")
         rows.append(row)
     return pd.DataFrame(rows)

@@ -182,7 +182,7 @@ def sweep_unit_seconds(manifests: list[Path]) -> tuple[float, str]:
             best = (units, sum(t["seconds"] for t in sweeps.values()) / units, str(path))
     if best is None:
         raise ValueError("no cold run over all items to take the sweep cost from (give --sweep-run "
-                         "a run folder of suites/genre.yaml)")
+                         "a run folder of suites/genre_untrained.yaml)")
     return best[1], best[2]
 
 

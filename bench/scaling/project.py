@@ -6,7 +6,7 @@
 - the committed GPU throughput run (bench throughput): the cost model of rating prompts
   (fixed + per request + per prompt, per shard), the encoder's, and the GPU's memory bandwidth,
   which bounds a decode step (generation: weights read once per new token);
-- a full-scale sweep (results/genre/reference by default);
+- a full-scale sweep (results/genre_untrained/reference by default);
 - the projected suite's plan and dataset (users, candidate items, prompts per stage) and the
   stated assumptions (bench/scaling/inputs.py).
 

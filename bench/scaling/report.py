@@ -27,8 +27,17 @@ def pool_workers(run: dict) -> list[dict]:
 
 
 def llm_seconds(run: dict) -> float:
-    """The LLM stages' wall seconds, summed (stages of one pool that overlap count twice)."""
-    return sum(s["wall_seconds"] or 0 for s in run["stages"].values() if s["llm"])
+    """The wall seconds during which at least one LLM stage ran: the union of their intervals
+    (stages that overlap count once); summed for runs that did not record when stages began."""
+    spans = [(s.get("started_s"), s["wall_seconds"] or 0) for s in run["stages"].values()
+             if s["llm"]]
+    if any(start is None for start, _ in spans):
+        return sum(wall for _, wall in spans)
+    total, end = 0.0, float("-inf")
+    for start, wall in sorted(spans):
+        total += max(0.0, start + wall - max(start, end))
+        end = max(end, start + wall)
+    return total
 
 
 def rows(info: dict) -> list[dict]:

@@ -19,6 +19,8 @@ import time
 from datetime import UTC, datetime
 from pathlib import Path
 
+from .report import llm_seconds
+
 
 class ScaleError(ValueError):
     """Bad arguments for `bench scale` / `bench project` (one line for the user)."""
@@ -80,6 +82,7 @@ def record(workers: int, threads: int, folder: Path, seconds: float, deps: dict)
     for label, t in m["stages"].items():
         stats = (m.get("llm") or {}).get(label) or {}
         stages[label] = {"wall_seconds": t.get("wall_seconds"), "seconds": t.get("seconds"),
+                         "started_s": t.get("started_s"),
                          "cached": t.get("cached"), "llm": label in llm_steps,
                          "prompts": stats.get("llm_calls"), "own_seconds": stats.get("own_seconds")}
     pools = [{**p, "model_bytes": model_bytes(p["model"])} for p in m.get("llm_pools") or []]
@@ -97,7 +100,7 @@ def _eta(done: list[dict], remaining: list[int]) -> str:
     if not done:
         return "ETA after the first run"
     first = done[0]
-    llm = sum(s["wall_seconds"] or 0 for s in first["stages"].values() if s["llm"])
+    llm = llm_seconds(first)
     rest = first["process_seconds"] - llm
     left = sum(rest + llm * first["workers"] / n for n in remaining)
     return f"ETA {left / 60:.1f} min"
@@ -147,11 +150,15 @@ def scale(args) -> int:
                 print(f"error: the run with {n} worker(s) failed (exit {p.returncode}): "
                       f"{shlex.join(cmd)}\n{tail}", file=sys.stderr)
                 return p.returncode
-            runs.append(record(n, args.threads, tmp / "out" / suite.name / f"w{n}", seconds,
-                               deps))
+            folder = tmp / "out" / suite.name / f"w{n}"
+            runs.append(record(n, args.threads, folder, seconds, deps))
+            keep = out / "runs" / f"w{n}"  # the run's results and manifest; its caches go
+            shutil.rmtree(keep, ignore_errors=True)
+            keep.parent.mkdir(parents=True, exist_ok=True)
+            shutil.move(folder, keep)
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
-        llm = sum(s["wall_seconds"] or 0 for s in runs[-1]["stages"].values() if s["llm"])
+        llm = llm_seconds(runs[-1])
         print(f"scale {i + 1}/{len(counts)}: {n} worker(s): {seconds:.0f} s in all, LLM stages "
               f"{llm:.0f} s", flush=True)
     info = {"suite": suite.model_dump(mode="json"), "suite_file": str(args.suite),
@@ -166,5 +173,6 @@ def scale(args) -> int:
             "stage_models": {s.label: s.config["model"] for s in plan
                              if isinstance(s.config.get("model"), str)}}
     print(write(info, out))
-    print(f"\nwritten: {out}/ (table.md, scaling.csv, scaling.png, scaling.json)")
+    print(f"\nwritten: {out}/ (table.md, scaling.csv, scaling.png, scaling.json; each run's "
+          f"results in runs/w<N>/)")
     return 0

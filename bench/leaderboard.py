@@ -87,7 +87,7 @@ def _run_rows(run: Path, include_dirty: bool = False) -> list[dict]:
                          & (pareto.k == r.k)]
             area = float(hit.area_vs_precision.iloc[0]) if len(hit) else None
         rows.append({
-            "suite": suite["name"], "run": run.name,
+            "suite": suite["name"], "run": run.name, "protocol": manifest.get("protocol", 1),
             "dataset": suite.get("data", {}).get("dataset", "ml-100k"),
             "date": str(manifest.get("created_utc", ""))[:10],
             "method": r.method, "context": r.context, "aggregation": r.aggregation,
@@ -155,7 +155,10 @@ def write(root: Path, out: Path | None = None, include_dirty: bool = False) -> s
                 "interval; precision and NDCG@k are at that w; `frontier_area` is "
                 "the area under the satisfaction-vs-precision Pareto frontier; `judge_auc` is "
                 "the judge's AUC on planted fitting vs unfitting lists (below 0.8 its grades are "
-                "not trusted). Sorted by suite, metric, k, then satisfaction (best first). "
+                "not trusted); `protocol`: the evaluation protocol the run followed (2: neutral "
+                "shortlist, judge checked, request-level intervals, code-hashed stage keys; 1: "
+                "the first runs, MiniLM-nominated shortlist and user-level intervals). "
+                "Sorted by suite, metric, k, then satisfaction (best first). "
                 + ("Runs from a tree with uncommitted changes are included (`commit` ends in "
                    "`-dirty`). " if include_dirty else "Runs from a tree with uncommitted changes "
                    "are left out (listed below; `--include-dirty` adds them). ")

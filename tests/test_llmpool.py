@@ -15,11 +15,11 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+from test_scaling import JUDGE  # the paper suite's judge, which suites/gpu/genre.yaml lacks
 
 pytestmark = pytest.mark.slow  # Ray runs end to end
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-JUDGE = "judge={llm: {backend: vllm, model: Qwen/Qwen2.5-7B-Instruct, num_gpus: 1}, k: [5, 10]}"
 LLM_PATHS = ("requests.llm", "methods.0.llm", "methods.1.distill.teacher", "judge.llm")
 
 

@@ -16,8 +16,8 @@ from ctrlrec.llm.remote import EndpointError, OpenAIBackend
 
 
 @pytest.fixture(scope="module")
-def rater(rating_model_dir):
-    return B.HFBackend(str(rating_model_dir), dtype="float32", batch_size=4, threads=1)
+def rater(rating_hf):
+    return rating_hf
 
 
 @pytest.fixture(scope="module")

@@ -48,8 +48,8 @@ def tiny_vllm(rating_model_dir):
 
 
 @pytest.fixture(scope="module")
-def tiny_hf(rating_model_dir):
-    return B.HFBackend(str(rating_model_dir), dtype="float32", batch_size=4, threads=1)
+def tiny_hf(rating_hf):
+    return rating_hf
 
 
 def rating_prompts(be, requests=REQUESTS, items=ITEMS):

@@ -24,7 +24,13 @@ class LLMWorker:
     """One model copy. Loads on the first call (timed), so a pool that is never used costs
     nothing but a process."""
 
-    def __init__(self, backend: str, model: str, options: dict, threads: int):
+    def __init__(self, backend: str, model: str, options: dict, threads: int, index: int = 0):
+        from ctrlrec.llm.registry import BACKENDS
+
+        if "first_core" in BACKENDS[backend].options.model_fields:
+            # engines that bind their threads to cores: the i-th worker of a pool starts at core
+            # i * threads, so workers that share a machine take different cores
+            options = {**options, "first_core": index * threads}
         self.args = (backend, model, options)
         self.threads = threads
         self.backend = None
@@ -200,8 +206,8 @@ def start_pool(llm: dict, runtime_llm: dict, workers: int, threads: int, gpus: f
     # SPREAD: model copies go to different nodes where they can, so that a pool uses them all
     remote = ray.remote(LLMWorker).options(num_cpus=threads, num_gpus=gpus, max_restarts=-1,
                                            max_task_retries=0, scheduling_strategy="SPREAD")
-    return [remote.remote(llm["backend"], llm["model"], options, threads)
-            for _ in range(workers)]
+    return [remote.remote(llm["backend"], llm["model"], options, threads, i)
+            for i in range(workers)]
 
 
 def _stats(ref) -> dict:

@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from .data import Split
+from .hardware import torch_threads
 from .progress import progress
 
 # The two models of the first version; their configs keep their flat keys (and cache keys).
@@ -63,7 +64,6 @@ def train_bivae(split: Split, cfg: BiVAEConfig, threads: int = 1):
     import cornac
     from cornac.models.bivaecf import bivae as bivae_module
 
-    torch.set_num_threads(threads)  # two threads slowed BiVAE 3-30x under any other load
     train_set = _train_set(split, cfg.seed)
     model = cornac.models.BiVAECF(
         k=cfg.k, encoder_structure=list(cfg.encoder), act_fn=cfg.act_fn,
@@ -74,10 +74,12 @@ def train_bivae(split: Split, cfg: BiVAEConfig, threads: int = 1):
     original = bivae_module.trange
     bivae_module.trange = lambda *a, **kw: _EpochBar(range(*a), desc="BiVAE epochs")
     try:
-        model.fit(train_set)
+        with torch_threads(threads):  # two threads slowed BiVAE 3-30x under any other load
+            model.fit(train_set)
+            scores = bivae_score_matrix(model, train_set, split)
     finally:
         bivae_module.trange = original
-    return model, bivae_score_matrix(model, train_set, split)
+    return model, scores
 
 
 class _EpochBar:
@@ -236,10 +238,9 @@ def train_cornac(split: Split, model: str, params: dict, seed: int, threads: int
     accepted = inspect.signature(cls.__init__).parameters
     extra = {k: v for k, v in (("seed", seed), ("verbose", False)) if k in accepted}
     train_set = _train_set(split, seed)
-    before, np_state = torch.get_num_threads(), np.random.get_state()
-    torch.set_num_threads(threads)
+    np_state = np.random.get_state()
     try:
-        with torch.random.fork_rng(devices=[]):
+        with torch_threads(threads), torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
             np.random.seed(seed)  # for models that take no seed and draw from numpy's global RNG
             recommender = cls(**params, **extra)
@@ -247,7 +248,6 @@ def train_cornac(split: Split, model: str, params: dict, seed: int, threads: int
             known = np.stack([np.asarray(recommender.score(u), dtype=np.float64).reshape(-1)
                               for u in range(train_set.num_users)])
     finally:
-        torch.set_num_threads(before)
         np.random.set_state(np_state)
     known[~np.isfinite(known)] = np.nan  # cannot score: ranked last with the unknown items
     return recommender, _place(known, train_set, split)

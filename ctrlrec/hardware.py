@@ -9,6 +9,7 @@ The CPU side honours the same switches torch and oneDNN do (`ATEN_CPU_CAPABILITY
 
 from __future__ import annotations
 
+import contextlib
 import os
 import platform
 
@@ -79,6 +80,23 @@ def resolve_backend(backend: str) -> str:
     from importlib.util import find_spec
 
     return "vllm" if find_spec("vllm") is not None else "hf"
+
+
+@contextlib.contextmanager
+def torch_threads(n: int | None):
+    """`n` torch threads inside the block, the process's own count again after it (None or 0:
+    unchanged). A model's thread count is its own setting: set for the whole process, the last
+    model loaded would decide how fast every other one runs."""
+    import torch
+
+    before = torch.get_num_threads()
+    if n and n != before:
+        torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        if torch.get_num_threads() != before:
+            torch.set_num_threads(before)
 
 
 def describe(device: str | None = None) -> dict:

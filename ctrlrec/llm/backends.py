@@ -18,6 +18,7 @@ from typing import Protocol
 
 import numpy as np
 
+from ..hardware import torch_threads
 from .prompts import ITEM_SLOT, Chat
 
 DIGITS = ("1", "2", "3", "4", "5")
@@ -142,13 +143,13 @@ class HFBackend:
         from ..hardware import default_device, resolve_dtype
         from .models import resolve_llm
 
-        if threads:  # the process is a worker that serves this model (a Ray task sets the same)
-            torch.set_num_threads(threads)
         path = resolve_llm(model)
         device = device or default_device()
         dtype = resolve_dtype(dtype, device)
+        self.threads = threads  # torch threads while this model computes (None: the process's)
         # The packaged folder holds bf16 weights; float32 upcasts them exactly on load.
-        loaded = AutoModelForCausalLM.from_pretrained(path, dtype=getattr(torch, dtype))
+        with torch_threads(threads):
+            loaded = AutoModelForCausalLM.from_pretrained(path, dtype=getattr(torch, dtype))
         self._setup(loaded.to(device).eval(), AutoTokenizer.from_pretrained(path), device,
                     batch_size, prefix_reuse,
                     llm_identity(self.name, model, dtype, model_revision(path)))
@@ -158,6 +159,7 @@ class HFBackend:
                      prefix_reuse: bool = True) -> "HFBackend":
         """Wrap an already-built transformers model (e.g. random weights for throughput runs)."""
         self = cls.__new__(cls)
+        self.threads = None
         device = str(next(model.parameters()).device)
         self._setup(model.eval(), tokenizer, device, batch_size, prefix_reuse,
                     llm_identity(cls.name, name,
@@ -179,13 +181,18 @@ class HFBackend:
         self._cache_kw = "cache" if "cache" in params else "past_key_values"
         self.identity = identity
         self.settings = {**self.identity, "device": self.device, "batch_size": batch_size,
-                         "prefix_reuse": prefix_reuse, "threads": torch.get_num_threads()}
+                         "prefix_reuse": prefix_reuse,
+                         "threads": self.threads or torch.get_num_threads()}
 
     def render(self, chat: Chat):
         return render(self.tokenizer, chat)
 
     # ---- rating
     def rate(self, prompts: list[RatePrompt]) -> list[Rating]:
+        with torch_threads(self.threads):
+            return self._rate(prompts)
+
+    def _rate(self, prompts: list[RatePrompt]) -> list[Rating]:
         out: list[Rating | None] = [None] * len(prompts)
         if not self.prefix_reuse:
             for lo in range(0, len(prompts), self.batch_size):
@@ -246,15 +253,21 @@ class HFBackend:
     def top_logprobs(self, texts: list[str], n: int = 20) -> list[list[tuple[int, float]]]:
         """The n most likely next tokens after each text, as (token id, logprob); for `bench serve`."""
         out = []
-        for lo in range(0, len(texts), self.batch_size):
-            logp = self._last_logprobs([self._ids(t) for t in texts[lo:lo + self.batch_size]])
-            top = self.torch.topk(logp, n, dim=-1)
-            out += [list(zip(i.tolist(), v.tolist())) for v, i in zip(top.values, top.indices)]
+        with torch_threads(self.threads):
+            for lo in range(0, len(texts), self.batch_size):
+                logp = self._last_logprobs([self._ids(t) for t in texts[lo:lo + self.batch_size]])
+                top = self.torch.topk(logp, n, dim=-1)
+                out += [list(zip(i.tolist(), v.tolist())) for v, i in zip(top.values, top.indices)]
         return out
 
     # ---- generation
     def generate(self, texts: list[str], max_new_tokens: int = 64, temperature: float = 0.0,
                  seed: int = 0) -> list[str]:
+        with torch_threads(self.threads):
+            return self._generate(texts, max_new_tokens, temperature, seed)
+
+    def _generate(self, texts: list[str], max_new_tokens: int, temperature: float,
+                  seed: int) -> list[str]:
         torch = self.torch
         torch.manual_seed(seed)
         tok = self.tokenizer

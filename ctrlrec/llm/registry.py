@@ -42,6 +42,7 @@ class VLLMOptions(_Options):
     kv_cache_gib: float | None = None           # KV cache size (GPU default: its memory share)
     max_num_batched_tokens: int | None = None   # tokens per engine step
     enforce_eager: bool | None = None           # no torch.compile / CUDA graphs
+    first_core: int = 0                         # CPU: the engine's threads bind from this core
 
 
 class OpenAIOptions(_Options):

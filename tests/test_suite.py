@@ -39,39 +39,7 @@ def test_shipped_suites_are_valid():
     load_suite("suites/smoke.yaml")
 
 
-def test_unknown_key_is_named_with_a_suggestion(tmp_path):
-    msg = error_of(tmp_path, BASE + "engagement: {epoch: 5}\n")
-    assert "engagement.epoch" in msg and "did you mean 'epochs'" in msg and "allowed:" in msg
-
-
-def test_wrong_type_names_key_and_value(tmp_path):
-    msg = error_of(tmp_path, BASE + "engagement: {epochs: many}\n")
-    assert "engagement.epochs" in msg and "'many'" in msg
-
-
-def test_w_control_outside_unit_interval(tmp_path):
-    msg = error_of(tmp_path, BASE + "w_control: [0.0, 1.5]\n")
-    assert "w_control[1]" in msg and "1.5" in msg and "less than or equal to 1" in msg
-
-
-def test_empty_grid_is_refused(tmp_path):
-    msg = error_of(tmp_path, BASE + "k: []\n")
-    assert "k:" in msg and "at least 1" in msg
-
-
-def test_unknown_method_suggests_the_closest(tmp_path):
-    msg = error_of(tmp_path, "name: t\nmethods: [{name: untrianed}]\n")
-    assert "methods[0].name" in msg and "did you mean 'untrained'" in msg
-
-
-def test_bad_context_and_aggregation(tmp_path):
-    assert "history:N" in error_of(tmp_path, BASE + "contexts: [recent]\n")
-    msg = error_of(tmp_path, BASE + "aggregation: sum\n")
-    assert "aggregation" in msg and "'rank'" in msg
-
-
-def test_yaml_syntax_error_names_the_line(tmp_path):
-    assert "line" in error_of(tmp_path, BASE + "k: [5, 10\n")
+# One-line errors of bad suites: tests/test_bad_inputs.py (through `bench run`, as a user meets them)
 
 
 def test_overrides_take_precedence_and_are_validated(tmp_path):

@@ -95,18 +95,18 @@ def run_cli(tmp_path, monkeypatch, capsys):
 
 
 CASES = {
-    "malformed YAML": (BASE + "k: [5, 10\n", ("not valid YAML", "line")),
+    "malformed YAML": (BASE + "k: [5, 10\n", ("not valid YAML", "line 4:")),
     "not UTF-8": (b"name: t\xff\n", "not UTF-8"),
     "not a mapping": ("- a\n- b\n", "expected a mapping"),
     "unknown key": (BASE + "engagement: {epoch: 5}\n",
                     ("engagement.epoch", "did you mean 'epochs'", "allowed:")),
     "wrong type": (BASE + "engagement: {epochs: many}\n", ("engagement.epochs", "'many'")),
     "w_control above 1": (BASE + "w_control: [0.5, 2]\n",
-                          ("w_control[1]", "2", "less than or equal to 1")),
+                          ("w_control[1]", "less than or equal to 1", "(got 2)")),
     "w_control step too small": (BASE + "w_control: {step: 0.0000001}\n", "more than 10000"),
     "k out of range": (BASE + "k: [0]\n", "k[0]"),
     "k above 100": (BASE + "k: [500]\n", "k[0]"),
-    "empty grid": (BASE + "k: []\n", ("k:", "at least 1")),
+    "empty grid": (BASE + "k: []\n", ("k: ", "at least 1", "(got [])")),
     "unknown method": ("name: t\nmethods: [{name: dirct}]\n",
                        ("methods[0].name", "did you mean 'direct'")),
     "context of no known kind": (BASE + "contexts: [recent]\n", "history:N"),

@@ -39,7 +39,7 @@ def test_shipped_suites_are_valid():
     load_suite("suites/smoke.yaml")
 
 
-# One-line errors of bad suites: tests/test_bad_inputs.py (through `bench run`, as a user meets them)
+# The one-line errors of bad suites: tests/test_bad_inputs.py (through `bench run`)
 
 
 def test_overrides_take_precedence_and_are_validated(tmp_path):

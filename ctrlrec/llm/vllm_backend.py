@@ -13,9 +13,9 @@ kills whatever of them is left: a worker of a crashed engine was seen to ignore 
 from __future__ import annotations
 
 import atexit
-import contextlib
 import os
 import threading
+from unittest import mock
 
 import numpy as np
 
@@ -81,7 +81,8 @@ class VLLMBackend:
         args = {k: v for k, v in args.items() if v is not None}  # None: the engine's default
         self._procs: list = []
         atexit.register(_reap, self._procs)  # holds the list only, never the engine
-        with _environment(env):  # for the engine's processes only; this one's stays as it was
+        # for the engine's processes only: this one's environment is restored after the start
+        with mock.patch.dict(os.environ, env):
             self.engine = self._start(args)
         # the model's own tokenizer, as every backend renders and encodes with it
         self.tokenizer = AutoTokenizer.from_pretrained(path)
@@ -209,21 +210,6 @@ def engine_cores(mine: list[int], threads: int | None, first_core: int = 0) -> l
     own first core, and two 1-thread engines on one machine do not share a core."""
     n = min(threads or len(mine), len(mine))
     return [mine[(first_core + i) % len(mine)] for i in range(n)]
-
-
-@contextlib.contextmanager
-def _environment(values: dict):
-    """`values` set in os.environ inside the block, the previous values (or their absence) after."""
-    before = {k: os.environ.get(k) for k in values}
-    os.environ.update(values)
-    try:
-        yield
-    finally:
-        for k, v in before.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
 
 
 def _running(proc) -> bool:

@@ -90,6 +90,8 @@ def _seed_plan(suite: Suite, seed: int, n_users: int, gpus: float,
              "dtype": resolve_dtype(suite.pool.dtype, "cpu")})
     if suite.pool.kind == "shortlist" and not suite.pool.untrained:
         pool = {k: v for k, v in pool.items() if k not in ("model", "dtype")}
+    if not suite.pool.per_category:  # keys from before the nominator existed stay as they were
+        pool.pop("per_category", None)
     pool_deps = ["dataset", "engagement", "requests"]
     if suite.pool.kind == "shortlist" and suite.pool.untrained:
         pool_deps.append(embeddings(suite.pool.model, pool["dtype"]))

@@ -155,7 +155,8 @@ class JudgeCfg(Strict):
 # The nominators of a shortlist, in the order their provenance bits are numbered. `untrained`
 # ranks by an embedding model, the base model of the untrained and distilled methods: it
 # favours them, so it is off unless named and the report flags it.
-NOMINATORS = ("engagement", "random", "untrained")
+# bit order of a pool's `nominated` flags: new nominators go at the end, so cached pools keep theirs
+NOMINATORS = ("engagement", "random", "untrained", "per_category")
 EMBEDDING_NOMINATORS = ("untrained",)
 
 
@@ -163,8 +164,10 @@ class PoolCfg(Strict):
     """Which items are ranked. 'all': every item not in the user's train set. 'shortlist': the
     union of what each nominator puts forward among those items, frozen per user and used by
     every method (so LLM scoring stays tractable): the top `engagement` items by engagement, a
-    uniform sample of `random` items (seeded by the suite seed and the user), and the top
-    `untrained` items by the embedding `model` (the old, embedding-favouring pool)."""
+    uniform sample of `random` items (seeded by the suite seed and the user), `per_category`
+    items of each request category (one seeded sample for all users, so that a request for a
+    rare category has candidates of it), and the top `untrained` items by the embedding `model`
+    (the old, embedding-favouring pool)."""
 
     kind: Literal["all", "shortlist"] = "all"
     engagement: Annotated[int, Field(ge=0)] = 20
@@ -172,6 +175,7 @@ class PoolCfg(Strict):
     # keeps the pool it had
     random: Annotated[int, Field(ge=0)] = 20
     untrained: Annotated[int, Field(ge=0)] = 0
+    per_category: Annotated[int, Field(ge=0)] = 0
     model: str = "all-MiniLM-L6-v2"
     dtype: DType = "auto"
 

@@ -100,6 +100,26 @@ def test_each_candidate_records_its_nominators(ds, eng):
     assert by_rand.sum() > (by_rand & by_eng).sum()
 
 
+def test_per_category_sample_covers_every_request_category_alike_for_all_users(ds, eng):
+    from bench.stages.data import dataset_info
+
+    split = split_of(ds)
+    users = split.user_ids[:30]
+    cfg = {**shortlist(engagement=4, random=0, per_category=3), "seed": 0}
+    out = pool_stage(cfg, ds, eng, requests(users))
+    mine = (out["nominated"] & BIT["per_category"]) > 0
+    train = split.matrix("train")[split.user_index(users)]
+    sample = mine | (train & mine.any(axis=0))  # a user's sample less what they rated in train
+    assert (sample == sample[0]).all()  # one sample, the same for every user
+    cats = list(dataset_info(ds).request_categories)
+    flags = ds["items"][cats].to_numpy(dtype=bool)[sample[0]]
+    assert sample[0].sum() == 3 * len(cats) and (flags.sum(axis=0) >= 3).all()
+    # the rarest category (Fantasy, 22 of 1,682 films) holds 3 of 36, not the catalogue's 1.3 %
+    assert flags[:, cats.index("Fantasy")].mean() >= 3 / 36
+    other = pool_stage({**cfg, "seed": 1}, ds, eng, requests(users))
+    assert not np.array_equal((other["nominated"] & BIT["per_category"]) > 0, mine)
+
+
 def test_provenance_shares_by_hand():
     # 2 users × 6 items; bits: engagement 1, random 2; item 5 is outside the pool
     nominated = np.array([[1, 1, 2, 3, 0, 0], [2, 0, 1, 1, 2, 0]], dtype=np.uint8)

@@ -10,7 +10,8 @@ import pandas as pd
 from .statistics import best_columns, with_pool
 
 NOMINATOR_LABELS = {"engagement": "engagement top-N", "random": "seeded random sample",
-                    "untrained": "untrained embedding top-N"}
+                    "untrained": "untrained embedding top-N",
+                    "per_category": "seeded sample per request category"}
 
 
 def pool_sources(per_user: pd.DataFrame, sat: str, k: int) -> pd.DataFrame | None:
@@ -64,4 +65,4 @@ def embedding_warning(manifest: dict) -> str | None:
     model = (manifest.get("suite") or {}).get("pool", {}).get("model", "an embedding model")
     return (f"The candidate pool includes the `untrained` nominator (top items by {model}), the "
             "base model of the untrained and distilled methods: it favours embedding methods. "
-            "The neutral pool (engagement + random) compares methods on equal terms.")
+            "A neutral pool (engagement, random, per_category) compares methods on equal terms.")

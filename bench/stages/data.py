@@ -145,10 +145,27 @@ def pool_stage(cfg: dict, ds: dict, eng: dict, req: dict, emb: dict | None = Non
                 rng = np.random.default_rng([cfg["seed"] % 2**64, int(uid)])
                 cols = np.flatnonzero(candidates[r])
                 chosen[r, rng.choice(cols, size=min(n, len(cols)), replace=False)] = True
+        elif name == "per_category":
+            chosen = candidates & _per_category(ds, cfg["seed"], n)
         else:
             chosen = _top_n(_nominator_scores(name, cfg, eng, req, emb, rows), candidates, n)
         nominated[chosen] |= np.uint8(1 << bit)
     return {"pool": nominated > 0, "nominated": nominated, "nominators": list(NOMINATORS)}
+
+
+def _per_category(ds: dict, seed: int, n: int) -> np.ndarray:
+    """Items mask: n items drawn uniformly from each request category in turn (an item already
+    drawn for an earlier category is not drawn again), seeded by the suite seed alone, so every
+    user gets the same sample (less what they rated in train) and users who share a request
+    share its LLM prompts. It reads only the catalogue's category flags, no method's model."""
+    categories = list(dataset_info(ds).request_categories)
+    flags = ds["items"][categories].to_numpy(dtype=bool)
+    rng = np.random.default_rng([seed % 2**64, len(categories), n])
+    picked = np.zeros(len(flags), dtype=bool)
+    for j in range(len(categories)):
+        cols = np.flatnonzero(flags[:, j] & ~picked)
+        picked[rng.choice(cols, size=min(n, len(cols)), replace=False)] = True
+    return picked
 
 
 def _nominator_scores(name: str, cfg: dict, eng: dict, req: dict, emb: dict | None,

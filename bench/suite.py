@@ -152,10 +152,10 @@ class JudgeCfg(Strict):
     validate_requests: Annotated[int, Field(ge=1)] | None = 100  # seeded sample; None: all
 
 
-# The nominators of a shortlist, in the order their provenance bits are numbered. `untrained`
-# ranks by an embedding model, the base model of the untrained and distilled methods: it
-# favours them, so it is off unless named and the report flags it.
-# bit order of a pool's `nominated` flags: new nominators go at the end, so cached pools keep theirs
+# The nominators of a shortlist, in the order their provenance bits are numbered (a new one goes
+# at the end, so cached pools keep their bits). `untrained` ranks by an embedding model, the base
+# model of the untrained and distilled methods: it favours them, so it is off unless named and
+# the report flags it.
 NOMINATORS = ("engagement", "random", "untrained", "per_category")
 EMBEDDING_NOMINATORS = ("untrained",)
 

@@ -135,19 +135,21 @@ def vllm_server(rating_model_dir):
     import time
     import urllib.request
 
+    from ctrlrec.llm.vllm_backend import (CPU_BLOCK_SIZE, CPU_MAX_BATCHED_TOKENS,
+                                          cpu_engine_env)
+
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    core = str(min(os.sched_getaffinity(0)))
-    env = {**os.environ, "VLLM_CPU_NUM_OF_RESERVED_CPU": "0", "VLLM_CPU_OMP_THREADS_BIND": core,
-           "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+    env = {**os.environ, **cpu_engine_env([min(os.sched_getaffinity(0))])}
     # vLLM's OpenAI server module, which `vllm serve` starts: vllm-cpu 0.32.0's `vllm` command
     # itself fails before serving (it asks for the version of a distribution named "vllm", and
     # this one is named "vllm-cpu")
     cmd = [sys.executable, "-m", "vllm.entrypoints.openai.api_server",
            "--model", str(rating_model_dir), "--host", "127.0.0.1", "--port", str(port),
            "--served-model-name", "tiny",
-           "--dtype", "float32", "--block-size", "32", "--max-num-batched-tokens", "512",
+           "--dtype", "float32", "--block-size", str(CPU_BLOCK_SIZE),
+           "--max-num-batched-tokens", str(CPU_MAX_BATCHED_TOKENS),
            "--max-model-len", "1024", "--kv-cache-memory-bytes", str(2**28), "--enforce-eager",
            "--max-logprobs", "20"]
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,

@@ -198,8 +198,8 @@ def dataset_facts(suite) -> dict:
                                 item_ids=data.items.item_id.to_numpy())
     n_items = len(data.items)
     every = n_items - split.train.groupby("user_id").item_id.nunique().mean()
-    per = {"per_category": len(data.info.request_categories)}  # n items of each category
-    short = sum(n * per.get(name, 1) for name, n in suite.pool.nominators())
+    short = sum(n * (len(data.info.request_categories) if name == "per_category" else 1)
+                for name, n in suite.pool.nominators())  # per_category: n of each category
     return {"items": n_items, "users": n_evaluated(suite), "candidates_all": float(every),
             "candidates": float(every if suite.pool.kind == "all" else min(short, every))}
 

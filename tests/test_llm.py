@@ -83,17 +83,3 @@ def test_generation_is_cached_too(tiny, tmp_path):
     assert llm.generate([text], max_new_tokens=3) == out and llm.calls == 1
     llm.generate([text], max_new_tokens=4)
     assert llm.calls == 2
-
-
-@pytest.mark.slow
-@pytest.mark.llm
-def test_packaged_model_passes_the_mass_check_and_discriminates(qwen):
-    be = qwen
-    kids = be.render(rating_chat("I want a funny movie to watch with my kids"))
-    crime = be.render(rating_chat("I'm in the mood for a gritty crime film"))
-    toy, pulp = "Toy Story (1995). Genres: Animation, Children, Comedy.", \
-        "Pulp Fiction (1994). Genres: Crime, Drama."
-    r = be.rate([B.fill(kids, toy), B.fill(kids, pulp), B.fill(crime, toy), B.fill(crime, pulp)])
-    assert min(x.mass for x in r) > 0.9
-    assert r[0].expected > r[1].expected + 0.1      # kids: Toy Story over Pulp Fiction
-    assert r[3].expected > r[2].expected + 0.5      # crime: the order reverses

@@ -1,32 +1,21 @@
 """The vllm backend for real, on the CPU (vllm-cpu): the tiny random-weight rating Qwen2 that
-conftest builds (ratings, prefix caching, generation, crash clean-up) and the packaged model
-(digit mass, agreement with hf), and the openai backend against `vllm serve`. One engine per model
-for the module: each start costs about a minute here."""
+conftest builds (ratings, prefix caching, generation, crash clean-up) and the openai backend
+against `vllm serve`; the packaged model on vllm is in tests/test_packaged_llm.py. One engine per
+model for the module: each start costs about half a minute here."""
 
 import os
-import platform
 import sys
-from importlib.metadata import version
-from importlib.util import find_spec
 
 import numpy as np
 import pytest
+from conftest import (NO_VLLM_CPU, RATING_ITEMS, RATING_REQUESTS, VLLM_CPU, expected,
+                      rating_prompts, require_vllm)
 
-# scripts/setup.sh installs vllm-cpu on Linux x86_64 beside torch 2.13.0+cpu (its pin): there a
-# missing vllm fails the module. Elsewhere vllm-cpu cannot be installed, and a GPU machine's vllm
-# is not what these tests are about. (find_spec: importing vllm takes ~15 s, and every collection,
-# `-m "not slow"` included, runs this.)
-if not (sys.platform == "linux" and platform.machine() == "x86_64"
-        and version("torch") == "2.13.0+cpu"):
-    pytest.skip("vllm-cpu installs only on Linux x86_64 beside torch 2.13.0+cpu (scripts/setup.sh)",
-                allow_module_level=True)
-if find_spec("vllm") is None:
-    raise ImportError("vllm-cpu is missing: scripts/setup.sh installs it on this machine")
+from ctrlrec.llm.prompts import judge_chat
 
-from conftest import RATING_ITEMS, RATING_REQUESTS  # noqa: E402
-
-from ctrlrec.llm import backends as B  # noqa: E402
-from ctrlrec.llm.prompts import judge_chat, rating_chat  # noqa: E402
+if not VLLM_CPU:
+    pytest.skip(NO_VLLM_CPU, allow_module_level=True)
+require_vllm()
 
 pytestmark = pytest.mark.slow
 
@@ -36,7 +25,6 @@ REQUESTS, ITEMS = RATING_REQUESTS, RATING_ITEMS
 # and off by 0. 1e-4 leaves room for other kernels (AVX-512, another batch split), while a real
 # fault (a token, a position, a digit lost) moves them by 1e-2 or more.
 TINY_TOL = 1e-4
-THREAD_VARS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS")
 
 
 @pytest.fixture(scope="module")
@@ -52,14 +40,6 @@ def tiny_vllm(rating_model_dir):
 @pytest.fixture(scope="module")
 def tiny_hf(rating_hf):
     return rating_hf
-
-
-def rating_prompts(be, requests=REQUESTS, items=ITEMS):
-    return [B.fill(be.render(rating_chat(r)), x) for r in requests for x in items]
-
-
-def expected(ratings):
-    return np.array([r.expected for r in ratings])
 
 
 def test_direct_ratings_agree_with_hf(tiny_vllm, tiny_hf):
@@ -192,35 +172,3 @@ def test_openai_backend_reads_vllm_serve_like_the_in_process_engines(vllm_server
     assert np.ptp(expected(got)) > 0.3
     text = tiny_hf.render(judge_chat("a western", ["Unforgiven (1992)", "Heat (1995)"]))
     assert client.generate([text], max_new_tokens=6) == tiny_hf.generate([text], 6)
-
-
-# ---- the packaged model
-
-@pytest.mark.llm
-def test_packaged_model_has_the_digit_mass_and_agrees_with_hf(qwen, capfd, monkeypatch):
-    from ctrlrec.llm.vllm_backend import VLLMBackend
-
-    dtype = qwen.identity["dtype"]  # float32 on a CPU without native bf16
-    for k in THREAD_VARS:  # as in a Ray worker of the LLM pool (bench/runner.py WORKER_ENV)
-        monkeypatch.setenv(k, "1")
-    before = {k: os.environ.get(k) for k in THREAD_VARS}
-    be = VLLMBackend("qwen2.5-coder-1.5b-instruct", dtype=dtype, threads=2, kv_cache_gib=1)
-    try:
-        # 4 prompts: each costs ~1.5 s per engine in float32 here, on top of a ~90 s engine start
-        prompts = rating_prompts(be, REQUESTS[:2], ITEMS[:2])
-        got = be.rate(prompts)
-        # the engine computes with its own threads whatever this process's environment says
-        # (torch sizes its pool from MKL_NUM_THREADS, then OMP_NUM_THREADS; vllm-cpu 0.32.0's
-        # worker logs the count it serves with, its process title hides its environment), and
-        # this process's environment is left as it was
-        log = "".join(capfd.readouterr())  # vLLM logs to stdout
-        assert "leaving Torch threads at 2 for serving" in log, log[-3000:]
-        assert {k: os.environ.get(k) for k in THREAD_VARS} == before
-    finally:
-        be.close()
-    want = qwen.rate(prompts)
-    assert min(r.mass for r in got) > 0.9
-    # float32, AVX2 CPU: max |diff| 1.1e-5 over 256 prompts (results/engines/); bf16
-    # engines round differently at every layer, so there only a gross error is caught
-    diff = np.abs(expected(got) - expected(want)).max()
-    assert diff < (1e-3 if dtype == "float32" else 0.1), diff

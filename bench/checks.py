@@ -57,7 +57,16 @@ def preflight(suite: Suite, source: str, local: bool = True) -> None:
     from ctrlrec.llm.models import PACKAGED_LLMS
 
     for where, llm in llm_configs(suite):
-        if llm.backend == "openai":
+        if llm.backend == "llamacpp":
+            if not (llm.model in PACKAGED_LLMS or
+                    (llm.model.endswith(".gguf") and Path(llm.model).expanduser().is_file())):
+                raise SuiteError(f"{source}: {where}.model: {llm.model!r}: the llamacpp backend "
+                                 f"runs GGUF files; allowed: {', '.join(PACKAGED_LLMS)} or the "
+                                 f"path of a .gguf file")
+            if local and importlib.util.find_spec("llama_cpp") is None:
+                raise SuiteError(f"{source}: {where}.backend: llamacpp is not installed here "
+                                 f"(scripts/setup.sh builds it; or use backend: hf)")
+        elif llm.backend == "openai":
             _check_model(source, f"{where}.{'tokenizer' if llm.tokenizer else 'model'}",
                          llm.tokenizer or llm.model, PACKAGED_LLMS,
                          hint=" (for an openai endpoint, set tokenizer: to a local model folder "

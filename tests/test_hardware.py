@@ -83,20 +83,32 @@ def test_a_dumped_suite_validates_again():
         assert Suite.model_validate(suite.model_dump(mode="json")) == suite
 
 
-def test_backend_auto_resolves_to_an_installed_engine_when_the_suite_loads(monkeypatch):
+@pytest.mark.parametrize("native, gpus, installed, model, want", [
+    (True, 0, {"vllm", "llama_cpp"}, "qwen2.5-coder-1.5b-instruct", "hf"),
+    (False, 0, {"vllm", "llama_cpp"}, "qwen2.5-coder-1.5b-instruct", "llamacpp"),
+    (False, 0, {"vllm", "llama_cpp"}, "/models/some-hf-folder", "vllm"),  # not a GGUF
+    (False, 0, {"llama_cpp"}, "/models/m.gguf", "llamacpp"),
+    (False, 0, {"vllm"}, "qwen2.5-coder-1.5b-instruct", "vllm"),
+    (False, 0, set(), "qwen2.5-coder-1.5b-instruct", "hf"),
+    (True, 1, {"vllm", "llama_cpp"}, "qwen2.5-coder-1.5b-instruct", "vllm"),
+    (False, 1, {"llama_cpp"}, "qwen2.5-coder-1.5b-instruct", "hf"),
+])
+def test_backend_auto_resolves_to_the_fastest_installed_engine_when_the_suite_loads(
+        monkeypatch, native, gpus, installed, model, want):
     import importlib.util
 
     from bench.llmcfg import LLMCfg
-    from ctrlrec import hardware
 
     real = importlib.util.find_spec
-    for installed, want in ((True, "vllm"), (False, "hf")):
-        monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a, _i=installed: (
-            (real("json") if _i else None) if name == "vllm" else real(name, *a)))
-        assert hardware.resolve_backend("auto") == want
-        cfg = LLMCfg(backend="auto", batch_size=16)
-        assert cfg.backend == want and cfg.batch_size == 16  # the key and manifest hold `want`
-    assert hardware.resolve_backend("openai") == "openai"
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: (
+        (real("json") if name in installed else None) if name in ("vllm", "llama_cpp")
+        else real(name, *a)))
+    monkeypatch.setattr(hardware, "cpu_native_bf16", lambda: native)
+    device = "cuda" if gpus else "cpu"
+    assert hardware.resolve_backend("auto", model, device) == want
+    cfg = LLMCfg(backend="auto", model=model, num_gpus=gpus, batch_size=16)
+    assert cfg.backend == want and cfg.batch_size == 16  # the key and manifest hold `want`
+    assert hardware.resolve_backend("openai", model) == "openai"
 
 
 def test_a_models_thread_count_is_its_own_and_the_process_keeps_its_count(tiny_model_dir):

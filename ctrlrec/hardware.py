@@ -90,9 +90,9 @@ def resolve_backend(backend: str, model: str | None = None, device: str = "cpu")
     if cpu_native_bf16():
         return "hf"
     if model is not None and find_spec("llama_cpp") is not None:
-        from .llm.models import PACKAGED_LLMS
+        from .llm.models import is_gguf_model
 
-        if model in PACKAGED_LLMS or model.endswith(".gguf"):
+        if is_gguf_model(model):
             return "llamacpp"
     return "vllm" if find_spec("vllm") is not None else "hf"
 

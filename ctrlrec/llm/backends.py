@@ -56,6 +56,12 @@ def rating_from_logprobs(digit_logprobs: np.ndarray) -> Rating:
     return Rating(float((q * np.arange(1, 6)).sum()), mass, tuple(float(x) for x in q))
 
 
+def ratings_from_logprobs(logp: np.ndarray, digit_ids: list[list[int]]) -> list[Rating]:
+    """Rows of next-token log-probabilities -> one Rating each (the spellings of a digit summed)."""
+    digit = np.stack([np.logaddexp.reduce(logp[:, ids], axis=1) for ids in digit_ids], axis=1)
+    return [rating_from_logprobs(row) for row in digit]
+
+
 def digit_token_ids(tokenizer) -> list[list[int]]:
     """For each digit, every single-token spelling ("5", " 5", "▁5", ...) of it."""
     out = []
@@ -222,9 +228,7 @@ class HFBackend:
 
     def _rate_batch(self, seqs: list[list[int]], prefix_cache, prefix_len: int) -> list[Rating]:
         logp = self._last_logprobs(seqs, prefix_cache, prefix_len).cpu().numpy()
-        digit = np.stack([np.logaddexp.reduce(logp[:, ids_d], axis=1) for ids_d in self.digit_ids],
-                         axis=1)
-        return [rating_from_logprobs(row) for row in digit]
+        return ratings_from_logprobs(logp, self.digit_ids)
 
     def _last_logprobs(self, seqs: list[list[int]], prefix_cache=None, prefix_len: int = 0):
         """Log-probabilities of the next token after each sequence (right-padded batch; the LM head

@@ -18,19 +18,18 @@ from pathlib import Path
 
 import numpy as np
 
-from .backends import RatePrompt, Rating, digit_token_ids, llm_identity, rating_from_logprobs
+from .backends import RatePrompt, Rating, digit_token_ids, llm_identity, ratings_from_logprobs
 from .backends import render as render_chat
 
 
 def gguf_file(model: str) -> Path:
     """A packaged alias -> its GGUF (assembled on first use); else a path to a .gguf file."""
-    from .models import PACKAGED_LLMS, ensure_gguf
+    from .models import PACKAGED_LLMS, ensure_gguf, is_gguf_model
 
     if model in PACKAGED_LLMS:
         return ensure_gguf(model)
-    p = Path(model).expanduser()
-    if p.suffix == ".gguf" and p.is_file():
-        return p
+    if is_gguf_model(model) and Path(model).expanduser().is_file():
+        return Path(model).expanduser()
     raise ValueError(f"the llamacpp backend runs GGUF files: model {model!r} is neither a "
                      f"packaged alias ({', '.join(PACKAGED_LLMS)}) nor a .gguf file")
 
@@ -157,10 +156,10 @@ class LlamaCppBackend:
                              f"{self.n_ctx} (setting n_ctx)")
 
     def _rating(self, logits: np.ndarray) -> Rating:
-        z = logits.astype(np.float64)
-        logp = z - (z.max() + np.log(np.exp(z - z.max()).sum()))
-        return rating_from_logprobs(np.array([np.logaddexp.reduce(logp[ids])
-                                              for ids in self.digit_ids]))
+        from scipy.special import log_softmax
+
+        logp = log_softmax(logits.astype(np.float64))[None]
+        return ratings_from_logprobs(logp, self.digit_ids)[0]
 
     # ---- rating
     def rate(self, prompts: list[RatePrompt]) -> list[Rating]:
@@ -182,16 +181,16 @@ class LlamaCppBackend:
             self._feed(0, 0, pre)
             suffixes = {i: self._ids(prompts[i].suffix) for i in idx}
             chunk: list[int] = []
+            tokens = 0  # suffix tokens in the chunk: they fill one batch and sit beside the prefix
             per_batch = max(1, min(self.batch_size, self.max_movies))
+            room = min(self.n_batch, self.n_ctx - len(pre))
             for i in idx:
                 self._check_length(len(pre) + len(suffixes[i]))
-                if chunk and (len(chunk) == per_batch or
-                              sum(len(suffixes[j]) for j in chunk) + len(suffixes[i])
-                              > self.n_batch or
-                              len(pre) + sum(len(suffixes[j]) for j in chunk + [i]) > self.n_ctx):
+                if chunk and (len(chunk) == per_batch or tokens + len(suffixes[i]) > room):
                     self._rate_chunk(chunk, suffixes, len(pre), out)
-                    chunk = []
+                    chunk, tokens = [], 0
                 chunk.append(i)
+                tokens += len(suffixes[i])
             if chunk:
                 self._rate_chunk(chunk, suffixes, len(pre), out)
         return out

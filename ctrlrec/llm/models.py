@@ -45,6 +45,11 @@ def ensure_model(alias: str) -> Path:
     return hf
 
 
+def is_gguf_model(model: str) -> bool:
+    """Whether `model` names a GGUF file (a packaged alias or a .gguf path): what llama.cpp runs."""
+    return model in PACKAGED_LLMS or model.endswith(".gguf")
+
+
 def ensure_gguf(alias: str) -> Path:
     """The packaged GGUF file itself (for engines that run it as it is, e.g. llama.cpp)."""
     gguf = models_dir() / alias / "model.gguf"

@@ -19,6 +19,9 @@ import time
 
 from .suite import stable_hash
 
+# seconds to wait for the workers' stats at stop: all of them, then those that started
+STATS_WAIT = (15.0, 300.0)
+
 
 class LLMWorker:
     """One model copy. Loads on the first call (timed), so a pool that is never used costs
@@ -68,6 +71,11 @@ class LLMWorker:
         self.by_stage[caller] = self.by_stage.get(caller, 0) + len(inputs)
         return out, backend.settings
 
+    def ready(self) -> bool:
+        """Answers once the actor's process is up: the pool pings it at start, so that at stop a
+        worker that never got its CPUs is told apart from one that is merely slow to answer."""
+        return True
+
     def info(self) -> dict:
         import ray
 
@@ -113,6 +121,7 @@ class LLMPools:
         if "actors" not in pool:
             pool["actors"] = start_pool(spec["key"], spec["runtime"], pool["workers"],
                                         pool["threads"], pool["gpus"])
+            pool["pings"] = [a.ready.remote() for a in pool["actors"]]
             pool["starts"] += 1
         pool["steps"].append(step.label)
         self.of_step[step.label] = key
@@ -169,13 +178,21 @@ class LLMPools:
         self.idle_since.pop(key, None)
         if actors is None:
             return
-        # What each worker did: model load time, prompts, busy seconds, where it ran. A worker
-        # that never got its CPUs has nothing to say; the stats never hold the run up for long.
+        # What each worker did: model load time, prompts, busy seconds, where it ran. The
+        # scaling report needs these, so a worker that started is waited for (a loaded machine
+        # can keep Ray's control plane from answering for a while); one that never got its CPUs
+        # has nothing to say and holds nothing up.
         refs = [a.info.remote() for a in actors]
-        ready, _ = ray.wait(refs, num_returns=len(refs), timeout=15)
-        stats = [{"start": pool["starts"],
-                  **(_stats(r) if r in ready else {"prompts": 0, "note": "not started"})}
-                 for r in refs]
+        ready, _ = ray.wait(refs, num_returns=len(refs), timeout=STATS_WAIT[0])
+        pings = pool.pop("pings")
+        started = set(ray.wait(pings, num_returns=len(pings), timeout=0)[0])
+        late = [r for r, p in zip(refs, pings) if r not in ready and p in started]
+        if late:
+            ready += ray.wait(late, num_returns=len(late), timeout=STATS_WAIT[1])[0]
+        stats = [{"start": pool["starts"], **(
+            _stats(r) if r in ready else {"prompts": 0, "note": "not started"} if p not in started
+            else {"prompts": 0, "note": f"no answer in {sum(STATS_WAIT):.0f} s"})}
+            for r, p in zip(refs, pings)]
         for a in actors:
             ray.kill(a)
         # a pool stopped for another step and started again later lists each start's workers

@@ -2,8 +2,8 @@
 without user context, distillation (training requests, teacher labels) and the judge, all served
 by one pool of a tiny random Qwen2, with a tiny random sentence encoder for the student. Shards
 are fixed by content, so 1 worker and 3 workers spread over a three-node Ray cluster give
-identical files. Both runs come from `bench scale --address`, whose report and projection are checked on
-them. Two workers, one of them killed mid-stage, are in tests/test_faults.py."""
+identical files. Both runs come from `bench scale --address`, whose report and projection are
+checked on them. Two workers, one of them killed mid-stage, are in tests/test_faults.py."""
 
 import json
 import os
@@ -176,3 +176,42 @@ def test_bench_scale_report_and_projection(scaled):
     assert set(proj.basis) == {"projected"}
     walls = proj[proj.step == "TOTAL (wall)"].set_index("gpus").seconds
     assert walls[8] < walls[1]
+
+
+def test_stopping_a_pool_waits_for_a_slow_worker_not_an_unstarted_one(ray_cluster, tiny_model_dir,
+                                                                     monkeypatch):
+    """A worker whose stats come late (a loaded machine can keep Ray from answering for a
+    while) is waited for, since the scaling report is built from them; one that never got its
+    CPUs is labelled so and holds nothing up."""
+    import time
+
+    import ray
+
+    from bench import llmpool
+    from bench.llmpool import LLMPools, LLMWorker
+
+    monkeypatch.setattr(llmpool, "STATS_WAIT", (2.0, 30.0))
+
+    class SlowToReport(LLMWorker):
+        def info(self):
+            time.sleep(4)  # longer than the first wait
+            return super().info()
+
+    ray.init(address=ray_cluster.address)
+    try:
+        args = ("hf", str(tiny_model_dir), {"dtype": "float32"}, 1)
+        slow = ray.remote(SlowToReport).options(num_cpus=1).remote(*args)
+        never = ray.remote(LLMWorker).options(num_cpus=100).remote(*args)  # no node has 100
+        pools = LLMPools(cpus=9, gpus=0)
+        pools.pools["p"] = {"starts": 1, "actors": [slow, never],
+                            "pings": [a.ready.remote() for a in (slow, never)]}
+        ray.get(slow.ready.remote(), timeout=60)
+        t0 = time.monotonic()
+        pools._stop("p")
+        waited = time.monotonic() - t0
+    finally:
+        ray.shutdown()
+    first, second = pools.pools["p"]["worker_stats"]
+    assert first["pid"] and first["prompts"] == 0 and "note" not in first, first
+    assert second == {"start": 1, "prompts": 0, "note": "not started"}
+    assert 4 <= waited < 30

@@ -85,7 +85,7 @@ def parser() -> argparse.ArgumentParser:
                       help="a `bench throughput` folder measured on the GPU")
     proj.add_argument("--sweep-run", default="results/genre_untrained/reference",
                       help="a cold run over all items, for the sweep's cost per unit")
-    proj.add_argument("--judge-run", default="results/open_ended/reference",
+    proj.add_argument("--judge-run", default="results/open_ended/avx512bf16",
                       help="a run with a judge, for the share of distinct feeds among judged cells")
     proj.add_argument("--gpus", default="1,8,64,512", help="GPU counts, e.g. 1,8,64,512")
     proj.add_argument("--assume", action="append", default=[], metavar="KEY=VALUE",

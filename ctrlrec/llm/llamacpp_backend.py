@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import os
 from pathlib import Path
 
 import numpy as np
@@ -74,8 +75,10 @@ class LlamaCppBackend:
         cparams.kv_unified = True
         cparams.n_ctx = n_ctx
         cparams.n_batch = cparams.n_ubatch = min(n_ctx, 1024)
-        if threads:
-            cparams.n_threads = cparams.n_threads_batch = threads
+        # llama.cpp's own default is 4 threads whatever the machine: on 2 cores that
+        # oversubscribes them, so default to the cores this process may run on
+        threads = threads or len(os.sched_getaffinity(0))
+        cparams.n_threads = cparams.n_threads_batch = threads
         self._ctx = lc.llama_init_from_model(self._model, cparams)
         if not self._ctx:
             raise RuntimeError(f"llama.cpp could not make a context for {path}")

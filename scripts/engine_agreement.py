@@ -147,6 +147,7 @@ def main() -> None:
     from ctrlrec.hardware import default_device, describe, resolve_dtype
 
     info = describe()
+    git = git_state()  # before this run writes its own (tracked) result files
     args.dtype = resolve_dtype(args.dtype, default_device())
     where = info.get("gpu", info["cpu_capability"]).lower().replace(" ", "-")
     folder = Path(args.out) / (args.name or f"{where}-{args.dtype}")
@@ -197,7 +198,7 @@ def main() -> None:
             pass
     meta = {"hardware": info, "dtype": args.dtype, "model": args.model, "seed": args.seed,
             "requests": args.requests, "items_per_request": args.items, "threads": args.threads,
-            "date": time.strftime("%Y-%m-%d %H:%M:%S"), "versions": versions, "git": git_state(),
+            "date": time.strftime("%Y-%m-%d %H:%M:%S"), "versions": versions, "git": git,
             "agreement": agreement, "engines": engines}
     (folder / "meta.json").write_text(json.dumps(meta, indent=1, default=str) + "\n")
     rows = [f"| {e} | {v['load_s']} | {v['prompts_per_s']} | {v['peak_rss_gib']} | "

@@ -118,6 +118,9 @@ def torch_threads(n: int | None):
             torch.set_num_threads(before)
 
 
+CAPS = ("ATEN_CPU_CAPABILITY", "ONEDNN_MAX_CPU_ISA")  # variables that cap the instructions used
+
+
 def describe(device: str | None = None) -> dict:
     """A few facts for manifests and result tables: where numbers were made."""
     import torch
@@ -128,5 +131,10 @@ def describe(device: str | None = None) -> dict:
            "auto_dtype": resolve_dtype("auto", device), "torch": torch.__version__}
     if device.startswith("cuda") and torch.cuda.is_available():
         out["gpu"] = torch.cuda.get_device_name(0)
+    # a capability capped by the environment (e.g. to time the AVX2 path on a newer CPU) is
+    # not the CPU's own: say so wherever the capability is shown
+    capped = {k: os.environ[k] for k in CAPS if os.environ.get(k)}
+    if capped:
+        out["capped_by"] = capped
     return out
 

@@ -36,6 +36,20 @@ def test_auto_is_bf16_only_on_a_bf16_native_cpu(bf16_cpu, monkeypatch):
         hardware.resolve_dtype("fp8", "cpu")
 
 
+def test_a_capped_capability_is_named_where_the_run_says_what_it_ran_on(monkeypatch):
+    from bench.report.provenance import hardware as where
+
+    monkeypatch.delenv("ATEN_CPU_CAPABILITY", raising=False)
+    monkeypatch.delenv("ONEDNN_MAX_CPU_ISA", raising=False)
+    assert "capped_by" not in hardware.describe("cpu")
+    monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "AVX2")
+    hw = hardware.describe("cpu")
+    assert hw["capped_by"] == {"ONEDNN_MAX_CPU_ISA": "AVX2"}
+    llm = {"backend": {"backend": "llamacpp", "dtype": "gguf", "device": "cpu"}}
+    line = where({"hardware": {**hw, "cpu_capability": "AVX2"}, "llm": {"values": llm}})
+    assert "CPU AVX2 (capped: ONEDNN_MAX_CPU_ISA=AVX2)" in line and "LLM llamacpp gguf" in line
+
+
 def test_plan_keys_hold_the_resolved_dtype(bf16_cpu, monkeypatch):
     suite = load_suite(SUITES / "genre_direct.yaml")
     steps = {s.label: s for s in build_plan(suite, 150)}

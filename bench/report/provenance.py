@@ -83,7 +83,8 @@ def _llm_backend_values(manifest: dict, field: str) -> list[str]:
 
 def hardware(manifest: dict) -> str:
     """A short line on where the run ran: CPUs and GPUs Ray saw, LLM devices, the CPU's
-    instruction set, LLM dtypes, the cluster address when not local."""
+    instruction set (and what capped it), LLM engines and dtypes, the cluster address when not
+    local."""
     ray = manifest.get("ray") or {}
     parts = []
     if ray.get("cluster_cpus"):
@@ -95,10 +96,12 @@ def hardware(manifest: dict) -> str:
         parts.append("LLM on " + "/".join(devices))
     hw = manifest.get("hardware") or {}
     if hw.get("cpu_capability"):
-        parts.append(f"CPU {hw['cpu_capability']}")
+        capped = " ".join(f"{k}={v}" for k, v in (hw.get("capped_by") or {}).items())
+        parts.append(f"CPU {hw['cpu_capability']}" + (f" (capped: {capped})" if capped else ""))
+    engines = _llm_backend_values(manifest, "backend")
     dtypes = _llm_backend_values(manifest, "dtype")
-    if dtypes:
-        parts.append("LLM " + "/".join(dtypes))
+    if engines or dtypes:
+        parts.append("LLM " + " ".join(x for x in ("/".join(engines), "/".join(dtypes)) if x))
     if ray.get("address") not in (None, "local"):
         parts.append(f"cluster {ray['address']}")
     return ", ".join(parts) or "unknown"

@@ -56,8 +56,9 @@ class LLMWorker:
         return self.backend
 
     def run(self, kind: str, inputs: list, params: dict, batch_size: int | None = None,
-            caller: str = "") -> tuple[list, dict]:
-        """The answers, and the backend's settings (device, dtype, batch size) for manifests.
+            caller: str = "") -> tuple[list, dict, dict]:
+        """The answers, the backend's settings (device, dtype, batch size) for manifests, and
+        this call's work (seconds, process).
         `batch_size` is the calling stage's own: stages that share a model may batch differently
         (batching can change the last digits of an answer, so it stays the stage's setting)."""
         backend = self._loaded()
@@ -66,10 +67,13 @@ class LLMWorker:
             backend.settings = {**backend.settings, "batch_size": batch_size}
         t0 = time.perf_counter()
         out = backend.rate(inputs) if kind == "rate" else backend.generate(inputs, **params)
-        self.busy += time.perf_counter() - t0
+        busy = time.perf_counter() - t0
+        self.busy += busy
         self.prompts += len(inputs)
         self.by_stage[caller] = self.by_stage.get(caller, 0) + len(inputs)
-        return out, backend.settings
+        # the call's own work goes back with its answers: a worker's counters die with its
+        # process (Ray restarts it, e.g. when the node runs short of memory), the caller's do not
+        return out, backend.settings, {"busy_seconds": busy, "pid": os.getpid()}
 
     def ready(self) -> bool:
         """Answers once the actor's process is up: the pool pings it at start, so that at stop a
@@ -80,6 +84,8 @@ class LLMWorker:
         import ray
 
         return {"load_seconds": self.load_seconds, "prompts": self.prompts,
+                # a restarted worker has lost what its earlier process did
+                "restarted": ray.get_runtime_context().was_current_actor_reconstructed,
                 "prompts_by_stage": self.by_stage, "busy_seconds": round(self.busy, 3),
                 "host": socket.gethostname(),
                 "node_id": ray.get_runtime_context().get_node_id(), "pid": os.getpid(),
@@ -248,6 +254,9 @@ class PoolExecutor:
         self.retries = retries
         self.timeout = timeout
         self.settings = {"pool_workers": len(self.actors)}
+        # what the pool did for this caller, kept here so that it survives worker restarts
+        self.work = {"prompts": 0, "shards": 0, "busy_seconds": 0.0, "retried_shards": 0,
+                     "worker_pids": []}
 
     def __call__(self, kind: str, shards: list[list], params: dict):
         import ray
@@ -267,15 +276,22 @@ class PoolExecutor:
                 i, actor, _ = inflight.pop(ref)
                 free.append(actor)  # a restarted actor serves again
                 try:
-                    out, settings = ray.get(ref)
+                    out, settings, work = ray.get(ref)
                 except (RayActorError, WorkerCrashedError) as exc:
                     tries[i] += 1
+                    self.work["retried_shards"] += 1
                     if tries[i] > self.retries:
                         raise RuntimeError(f"LLM shard {i} failed on {tries[i]} workers: "
                                            f"{type(exc).__name__}") from None
                     queue.append(i)
                     continue
                 self.settings = {**settings, "pool_workers": len(self.actors)}
+                w = self.work
+                w["prompts"] += len(shards[i])
+                w["shards"] += 1
+                w["busy_seconds"] = round(w["busy_seconds"] + work["busy_seconds"], 4)
+                if work["pid"] not in w["worker_pids"]:
+                    w["worker_pids"].append(work["pid"])
                 yield i, out
             for ref, (i, _, started) in list(inflight.items()):
                 if time.monotonic() - started > self.timeout:

@@ -72,6 +72,15 @@ def test_scaling_rows_speedup_and_efficiency():
     assert llm["busy_prompts_per_s"] == pytest.approx(2.0) and llm["loads"] == 2
     assert data[(2, TOTAL_ROW)]["efficiency"] == pytest.approx(900 / (2 * 520))
     assert data[(2, "engagement")]["efficiency"] is None  # a serial stage: no efficiency
+    # the stages' own counts of the pool's work win over the workers' counters, which a
+    # restarted worker loses
+    restarted = run(1, 600, 200, 900)
+    restarted["pools"][0]["worker_stats"][0].update(prompts=100, busy_seconds=50)
+    restarted["llm"] = {"values[direct,none]": {"pool_work": {"prompts": 300,
+                                                              "busy_seconds": 150}},
+                        "judge": {"pool_work": {"prompts": 100, "busy_seconds": 50}}}
+    (llm,) = [r for r in rows({"runs": [restarted]}) if r["stage"] == LLM_ROW]
+    assert llm["busy_prompts_per_s"] == pytest.approx(2.0)
 
 
 def test_llm_sections_and_bad_counts():

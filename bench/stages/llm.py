@@ -42,5 +42,5 @@ def llm_stats(cached, n_prompts: int) -> dict:
            "backend": {**cached.settings, **cached.identity}}
     work = getattr(cached.executor, "work", None)
     if work is not None:  # served by a pool: its workers' time on this stage's prompts
-        out["pool_work"] = dict(work)
+        out["pool_work"] = {**work, "busy_seconds": round(work["busy_seconds"], 3)}
     return out

@@ -87,8 +87,8 @@ def test_backend_and_request_rules(tmp_path):
 def test_own_requests_enter_the_plan_only_when_asked(tmp_path):
     from bench.plan import build_plan
     suite = Path(__file__).parent.parent / "suites" / "genre_direct.yaml"
-    base = load_suite(suite)
-    more = load_suite(suite, ["methods.2.distill.own_requests=30"])
+    base = load_suite(suite, ["seeds=[0]"])
+    more = load_suite(suite, ["seeds=[0]", "methods.2.distill.own_requests=30"])
     plain, own = ({s.label: s for s in build_plan(x, 150)} for x in (base, more))
     assert "own" not in plain["train_requests"].config and plain["train_requests"].deps == []
     assert own["train_requests"].config["own"] == {"n": 30, "kind": "genre", "users": 150,

@@ -27,7 +27,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 MODES = ("feed", "item")
-OPEN_RUN = ROOT / "results" / "open_ended" / "reference" / "requests.parquet"
+OPEN_RUN = ROOT / "results" / "open_ended" / "avx512bf16" / "requests.parquet"
 
 
 def requests_for(n_genre: int, n_open: int, open_file: Path, user_ids):

@@ -34,14 +34,14 @@ FIT_ONLY = ("Judge only whether the {noun} is what the request asks for (its gen
 def separation(on, scores) -> tuple[float, float]:
     """(AUC of scores for on-category vs other items, on-category share of the top 5)."""
     import numpy as np
-    from scipy.stats import rankdata
+    from scipy.stats import mannwhitneyu
 
+    top5 = float(on[np.argsort(-scores, kind="stable")[:5]].mean())
     n1, n0 = int(on.sum()), int((~on).sum())
     if not n1 or not n0:
-        return float("nan"), float(on[:5].mean())
-    ranks = rankdata(scores)
-    auc = (ranks[on].sum() - n1 * (n1 + 1) / 2) / (n1 * n0)
-    return float(auc), float(on[np.argsort(-scores, kind="stable")[:5]].mean())
+        return float("nan"), top5
+    # the Mann-Whitney U of the on-category scores, over all pairs, is the AUC (ties count half)
+    return float(mannwhitneyu(scores[on], scores[~on]).statistic / (n1 * n0)), top5
 
 
 def cached_runs(cache):
@@ -73,18 +73,16 @@ def rescore(items, requests, pool, n: int, threads: int):
     from ctrlrec.llm.registry import load_backend
 
     be = load_backend("hf", "qwen2.5-coder-1.5b-instruct", threads=threads, batch_size=16)
-    shipped = P.RATE_SYSTEM
-    variant = shipped.replace("against that wish.", "against that wish. " + FIT_ONLY)
-    assert variant != shipped, "the shipped rating prompt changed; update FIT_ONLY's anchor"
+    variant = P.RATE_SYSTEM.replace("against that wish.", "against that wish. " + FIT_ONLY)
+    assert variant != P.RATE_SYSTEM, "the shipped rating prompt changed; update FIT_ONLY's anchor"
     texts = items.text.to_numpy()
     out = []
     for row in requests.drop_duplicates("genre").index[:n]:
         cand = np.flatnonzero(pool[row])
         on = items[requests.genre[row]].to_numpy()[cand].astype(bool)
-        for name, system in (("shipped", shipped), ("fit-only", variant)):
-            chat = P.Chat(P.MOVIE_WORDS.fill(system),
-                          P.MOVIE_WORDS.fill(P.RATE_USER, request=requests.text[row], history="",
-                                             item=P.ITEM_SLOT))
+        shipped = P.rating_chat(requests.text[row])
+        fit_only = P.Chat(P.MOVIE_WORDS.fill(variant), shipped.user)
+        for name, chat in (("shipped", shipped), ("fit-only", fit_only)):
             tpl, t = be.render(chat), time.perf_counter()
             v = np.array([x.expected for x in be.rate([backends.fill(tpl, texts[c])
                                                       for c in cand])])
@@ -99,6 +97,7 @@ def main():
     import pandas as pd
     from tabulate import tabulate
 
+    from bench.report.provenance import git_state
     from ctrlrec.hardware import describe
 
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -137,7 +136,8 @@ def main():
     (out / "table.md").write_text("\n".join(md) + "\n")
     (out / "meta.json").write_text(json.dumps(
         {"command": " ".join(sys.argv), "cache_dir": args.cache_dir, "rescore": args.rescore,
-         "threads": args.threads, "fit_only_sentence": FIT_ONLY, "hardware": describe()},
+         "threads": args.threads, "fit_only_sentence": FIT_ONLY, "git": git_state(),
+         "hardware": describe()},
         indent=1, default=str))
     print("\n".join(md))
 

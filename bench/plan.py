@@ -232,6 +232,8 @@ def llm_key(llm, gpus: float = 0.0) -> dict:
         d["base_url"] = llm.base_url
     if llm.backend == "vllm":
         d["tensor_parallel_size"] = llm.tensor_parallel_size
+    if llm.backend == "llamacpp":  # other kernels, answers that differ in the last digits
+        d["repack"] = llm.repack
     return d
 
 

@@ -27,7 +27,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 ENGINES = ("hf", "vllm", "llamacpp")
-DEFAULT_BATCH = {"hf": 32, "vllm": 256, "llamacpp": 16}
+DEFAULT_BATCH = {"hf": 32, "vllm": 256, "llamacpp": 32}
 GOAL_PEARSON = 0.99
 
 
@@ -70,6 +70,8 @@ def run_engine(args) -> None:
     options = {"batch_size": batch, "threads": args.threads}
     if args.worker != "llamacpp":  # llama.cpp computes with the GGUF's own quantised weights
         options["dtype"] = args.dtype
+    else:
+        options["repack"] = args.repack
     t0 = time.perf_counter()
     be = registry.load_backend(args.worker, args.model, **options)
     load_s = time.perf_counter() - t0
@@ -98,6 +100,7 @@ def measure(engine: str, args, pairs_file: Path, tmp: Path) -> dict:
            "--result", str(result), "--model", args.model, "--dtype", args.dtype]
     cmd += [f"--threads={args.threads}"] if args.threads else []
     cmd += [f"--batch={args.batch}"] if args.batch else []
+    cmd += ["--repack"] if args.repack else []
     load = [os.getloadavg()[0]]  # other work on the machine slows an engine: kept beside it
     proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL)
     root, peak = psutil.Process(proc.pid), 0
@@ -129,7 +132,10 @@ def main() -> None:
     ap.add_argument("--items", type=int, default=32, help="items per request")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=None, help="default: every core")
-    ap.add_argument("--batch", type=int, default=None, help="default: hf 32, vllm 256")
+    ap.add_argument("--batch", type=int, default=None,
+                    help="default: hf 32, vllm 256, llamacpp 32")
+    ap.add_argument("--repack", action="store_true",
+                    help="llamacpp: llama.cpp's repacked CPU weight layouts (default: off)")
     ap.add_argument("--timeout", type=float, default=4 * 3600, help="seconds per engine")
     ap.add_argument("--engines", default="hf,vllm",
                     help=f"comma-separated, hf first; of {', '.join(ENGINES)}")

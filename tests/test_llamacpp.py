@@ -130,3 +130,18 @@ def test_a_suite_names_a_gguf_or_a_packaged_model():
     over = ["methods.1.llm.backend=llamacpp", "methods.1.llm.model=some/hub-model"]
     with pytest.raises(SuiteError, match=r"s\.yaml: .*model: 'some/hub-model': the llamacpp"):
         preflight(load_suite("suites/genre.yaml", over), "s.yaml")
+
+
+def test_repack_is_a_llamacpp_setting_and_part_of_its_keys():
+    from bench.plan import llm_key
+    from bench.suitefile import SuiteError, load_suite
+
+    def llm(*over):
+        return load_suite("suites/genre.yaml", ["methods.1.llm.backend=llamacpp", *over]
+                          ).methods[1].llm
+
+    off, on = llm(), llm("methods.1.llm.repack=true")
+    assert off.repack is False and llm_key(off)["repack"] is False
+    assert llm_key(on) == {**llm_key(off), "repack": True}  # other kernels, other answers
+    with pytest.raises(SuiteError, match="repack is not a setting of the hf backend"):
+        load_suite("suites/genre.yaml", ["methods.1.llm.backend=hf", "methods.1.llm.repack=true"])

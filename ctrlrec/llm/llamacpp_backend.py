@@ -46,8 +46,8 @@ def gguf_revision(path: Path) -> str:
 class LlamaCppBackend:
     name = "llamacpp"
 
-    def __init__(self, model: str, batch_size: int = 16, threads: int | None = None,
-                 n_ctx: int = 4096, prefix_reuse: bool = True):
+    def __init__(self, model: str, batch_size: int = 32, threads: int | None = None,
+                 n_ctx: int = 4096, prefix_reuse: bool = True, repack: bool = False):
         import llama_cpp as lc
         from transformers import AutoTokenizer
 
@@ -66,6 +66,10 @@ class LlamaCppBackend:
         self.batch_size, self.prefix_reuse = batch_size, prefix_reuse
         lc.llama_backend_init()
         mparams = lc.llama_model_default_params()
+        # llama.cpp repacks quantised weights into interleaved layouts for its own CPU kernels
+        # by default; for the packaged Q4_K_M those rated slower than the plain layout
+        # (results/engines/README.md), so it is off unless asked for
+        mparams.use_extra_bufts = repack
         self._model = lc.llama_model_load_from_file(str(path).encode(), mparams)
         if not self._model:
             raise RuntimeError(f"llama.cpp could not load {path}")
@@ -95,6 +99,7 @@ class LlamaCppBackend:
         self.identity = llm_identity(self.name, model, "gguf", revision)
         self.settings = {**self.identity, "device": "cpu", "batch_size": self.batch_size,
                          "prefix_reuse": prefix_reuse, "threads": self.threads, "n_ctx": n_ctx,
+                         "repack": repack,
                          "llama_cpp_python": lc.__version__,
                          # the instruction sets this build uses (it is compiled per machine)
                          "system_info": lc.llama_print_system_info().decode().strip()}

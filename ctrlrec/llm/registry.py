@@ -46,10 +46,11 @@ class VLLMOptions(_Options):
 
 
 class LlamaCppOptions(_Options):
-    batch_size: int = 16          # movies of one request decoded together over its prefix
+    batch_size: int = 32          # movies of one request decoded together over its prefix
     threads: int | None = None    # llama.cpp threads (None: its default, the cores it finds)
     n_ctx: int = 4096             # KV cache cells, shared by a prefix and its batch of movies
     prefix_reuse: bool = True
+    repack: bool = False          # llama.cpp's repacked CPU weight layouts (its default: on)
 
 
 class OpenAIOptions(_Options):

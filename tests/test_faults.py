@@ -2,16 +2,16 @@
 killed (SIGKILL of its whole process group), a corrupt stage-cache entry. Each run must finish
 with results identical to an uninterrupted run, and no LLM prompt may be answered twice.
 
-The LLM is an `openai` endpoint served from this test process: a fake rater whose digit
-probabilities are a hash of the prompt (so that values, and so rankings, depend on every answer;
-about 10% of answers carry too little mass) and which records every prompt it is asked. The
-fault point is exact and lives in that endpoint: it holds the first request that arrives once n
-distinct prompts were answered (the LLM cache commits each chunk of 64 answers before it asks for
-the next, so exactly n are committed then), the test strikes, and the held request is then
-closed unanswered, its prompts unrecorded. The endpoint needs a key: OPENAI_API_KEY holds a
-secret that must not appear in any file written."""
+The LLM is an `openai` endpoint served from this test process by `bench serve`'s server: the
+tiny random rating model of conftest (`rating_model_dir`: a real Qwen2 whose expected ratings
+depend on the prompt, and a few of whose answers carry too little digit mass) on the hf
+backend, which records every prompt it is asked. The fault point is exact and lives in
+that endpoint: it holds the first request that arrives once n distinct prompts were answered
+(the LLM cache commits each chunk of 64 answers before it asks for the next, so exactly n are
+committed then), the test strikes, and the held request is then closed unanswered, its prompts
+unrecorded. The endpoint needs a key: OPENAI_API_KEY holds a secret that must not appear in any
+file written."""
 
-import hashlib
 import json
 import math
 import os
@@ -37,34 +37,34 @@ N_PROMPTS = 280  # 20 users x 14 shortlisted items; users with the same request 
 # which are answered once, and the LLM cache commits 64 distinct answers at a time
 
 
-class FakeRater:
-    """What `bench serve` needs of a backend; digit log-probabilities from a hash of the prompt."""
+class RecordingRater:
+    """The tiny rating model on the hf backend, as `bench serve` runs a model, recording each
+    prompt it is asked and the digit mass of its answer. One prompt per forward pass, so that an
+    answer does not depend on which prompts shared its batch (the runs below batch differently
+    and must reproduce the reference run's rankings exactly)."""
 
-    def __init__(self, tokenizer):
-        self.tokenizer = tokenizer
-        self.identity = {"model": "fake-rater"}
-        self.digits = [tokenizer.convert_tokens_to_ids(d) for d in "12345"]
+    def __init__(self, model_dir):
+        from ctrlrec.llm.backends import HFBackend, digit_token_ids
+
+        self.backend = HFBackend(str(model_dir), dtype="float32", batch_size=1, threads=1)
+        self.tokenizer = self.backend.tokenizer
+        self.identity = {**self.backend.identity, "model": "tiny-rater"}
+        self.digits = {t for ids in digit_token_ids(self.tokenizer) for t in ids}
         self.asked: list[str] = []
+        self.mass: dict[str, float] = {}
         self.lock = threading.Lock()
 
-    @staticmethod
-    def low_mass(prompt: str) -> bool:
-        return hashlib.sha256(prompt.encode()).digest()[5] < 26
-
     def top_logprobs(self, texts, n=20):
-        out = []
-        for t in texts:
-            h = hashlib.sha256(t.encode()).digest()
-            w = np.array([h[i] + 1.0 for i in range(5)])
-            p = w / w.sum() * (0.5 if self.low_mass(t) else 0.99)
-            out.append(sorted(((d, math.log(x)) for d, x in zip(self.digits, p)),
-                              key=lambda pair: -pair[1]))
-        with self.lock:
+        with self.lock:  # the server answers on threads; the model computes one batch at a time
+            out = self.backend.top_logprobs(texts, n)
+            for t, top in zip(texts, out):
+                self.mass[t] = sum(math.exp(lp) for tok, lp in top if tok in self.digits)
             self.asked += list(texts)
         return out
 
-    def generate(self, texts, **_):
-        return ["" for _ in texts]
+    def generate(self, texts, **kw):
+        with self.lock:
+            return self.backend.generate(texts, **kw)
 
 
 class FaultPoint:
@@ -73,7 +73,7 @@ class FaultPoint:
     the first one. `drop()` closes the held requests without an answer and disarms. Requests are
     handled on threads (a ThreadingHTTPServer), so a held one blocks no other."""
 
-    def __init__(self, rater: FakeRater):
+    def __init__(self, rater: RecordingRater):
         self.rater = rater
         self.lock = threading.Lock()
         self.after: int | None = None
@@ -124,10 +124,10 @@ def pid_of_client(port: int, server_port: int) -> int | None:
 
 
 @pytest.fixture(scope="module")
-def endpoint(tokenizer, tmp_path_factory):
+def endpoint(rating_model_dir, tmp_path_factory):
     from bench.serve import make_server
 
-    rater = FakeRater(tokenizer)
+    rater = RecordingRater(rating_model_dir)
     fault = FaultPoint(rater)
     srv = make_server(rater, "127.0.0.1", 0)
 
@@ -141,7 +141,7 @@ def endpoint(tokenizer, tmp_path_factory):
     srv.RequestHandlerClass = Handler
     threading.Thread(target=srv.serve_forever, daemon=True).start()
     tok_dir = tmp_path_factory.mktemp("tok")
-    tokenizer.save_pretrained(tok_dir)  # the chat template, without any weights
+    rater.tokenizer.save_pretrained(tok_dir)  # the chat template, without any weights
     yield rater, f"http://127.0.0.1:{srv.server_address[1]}/v1", tok_dir, fault
     fault.drop()
     srv.shutdown()
@@ -156,7 +156,7 @@ engagement: {{model: popularity}}
 pool: {{kind: shortlist, engagement: 14, untrained: 0}}
 methods:
   - name: direct
-    llm: {{backend: openai, base_url: "{base_url}", model: fake-rater, tokenizer: "{tok_dir}",
+    llm: {{backend: openai, base_url: "{base_url}", model: tiny-rater, tokenizer: "{tok_dir}",
            batch_size: 8, threads: 1, retries: 1, timeout: 60, workers: 1}}
 w_control: [0.0, 0.25, 0.5, 0.75, 1.0]
 k: [5]
@@ -254,7 +254,7 @@ def assert_same_results(a: Path, b: Path):
     cells = [pd.read_parquet(x / "cells.parquet").drop(columns="config_hash", errors="ignore")
              for x in (a, b)]  # the hash holds settings that cannot change results (workers)
     pd.testing.assert_frame_equal(*cells)
-    ra, rb = pd.read_parquet(a / "recommendations.parquet"), pd.read_parquet(b / "recommendations.parquet")
+    ra, rb = (pd.read_parquet(x / "recommendations.parquet") for x in (a, b))
     pd.testing.assert_frame_equal(ra.drop(columns="items"), rb.drop(columns="items"))
     assert all(np.array_equal(x, y) for x, y in zip(ra["items"], rb["items"]))
 
@@ -284,7 +284,8 @@ def reference(endpoint, tmp_path_factory):
     assert code == 0, err[-3000:]
     assert_no_secret(root, texts=(out, err))
     return {"dir": root / "out" / "faults" / "ref", "suite": suite, "cache": root / "cache",
-            "asked": list(rater.asked), "manifest": manifest(root / "out", "ref")}
+            "asked": list(rater.asked), "mass": dict(rater.mass),
+            "manifest": manifest(root / "out", "ref")}
 
 
 def test_reference_run_counts_low_mass_answers(reference):
@@ -294,7 +295,7 @@ def test_reference_run_counts_low_mass_answers(reference):
     assert stats["prompts"] == N_PROMPTS and stats["llm_calls"] == len(asked)
     assert stats["cache_hits"] == 0
     # counted per (user, item) cell, so a prompt that two users share counts twice
-    low = sum(FakeRater.low_mass(p) for p in asked)
+    low = sum(reference["mass"][p] < 0.9 for p in asked)
     assert 0 < low <= stats["low_mass"] <= low + (N_PROMPTS - len(asked))
     assert stats["low_mass_rate"] == pytest.approx(stats["low_mass"] / N_PROMPTS)
     values = np.load(next((reference["cache"] / "values").glob("*/values.npy")))

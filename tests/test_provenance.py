@@ -41,7 +41,7 @@ def test_is_dirty_reads_new_and_old_manifests():
     assert not is_dirty({"git_commit": "007b5cb6e65762ddab5cfe81ab78172e9529ed3b"})
 
 
-def fake_run(folder, dirty: bool):
+def run_folder_by_hand(folder, dirty: bool):
     """A finished run as the leaderboard reads it: manifest.json and table1.csv."""
     folder.mkdir(parents=True)
     git_info = {"commit": "f" * 40, "dirty": dirty, **({"changed": ["bench/plan.py"]}
@@ -58,8 +58,8 @@ def fake_run(folder, dirty: bool):
 
 
 def test_leaderboard_leaves_dirty_runs_out_unless_asked(tmp_path):
-    fake_run(tmp_path / "genre" / "clean", dirty=False)
-    fake_run(tmp_path / "genre" / "edited", dirty=True)
+    run_folder_by_hand(tmp_path / "genre" / "clean", dirty=False)
+    run_folder_by_hand(tmp_path / "genre" / "edited", dirty=True)
     dirty: list = []
     df, skipped = collect_all(tmp_path, dirty=dirty)
     assert list(df.run) == ["clean"] and skipped == []

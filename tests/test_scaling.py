@@ -97,7 +97,7 @@ def test_llm_sections_and_bad_counts():
             parse_counts(bad)
 
 
-def measured_stub():
+def measured_by_hand():
     """Measured inputs as bench/scaling/inputs.measured() returns them, written out by hand."""
     return {"source": "hand", "workers": 1, "git_commit": "x", "machine": {}, "stage_models": {},
             "suite": {"engagement": {"model": "bivae", "epochs": 500}},
@@ -121,7 +121,7 @@ def test_paper_suite_prompt_counts():
     assert facts["candidates"] == pytest.approx(1682 - 50_000 / 943, abs=1)  # half the ratings
     tp = throughput(REPO / "results" / "throughput" / "h200-random-weight")
     cache = {"per_prompt_s": 1e-5, "per_shard_s": 1e-3, "chars": 1}
-    p = Projector(suite, facts, measured_stub(), tp, 1e-8, Assumptions(), cache)
+    p = Projector(suite, facts, measured_by_hand(), tp, 1e-8, Assumptions(), cache)
     works = {w.label: w for w in p.steps(build_plan(suite, facts["users"], gpus=8))}
     direct = works["values[direct,none]"]
     assert direct.shards == math.ceil(943 * facts["candidates"] / 64)

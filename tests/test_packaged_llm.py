@@ -62,7 +62,7 @@ def test_packaged_model_has_the_digit_mass_and_agrees_with_hf(request, capfd, mo
 def test_the_packaged_model_writes_valid_requests(qwen, split, movielens, tmp_path):
     # One user, genre requests only: in float32 on a 2-core AVX2 CPU a generated token of the
     # 1.5B model costs ~0.5 s (open-ended parsing, retries and style rotation are tested on the
-    # tiny model above and by hand-written answers).
+    # tiny model in tests/test_generation.py and by hand-written answers).
     users = split.user_ids[:1]
     llm = CachedLLM(lambda: qwen, qwen.identity, LLMCache(tmp_path / "c.sqlite"))
     draw = lambda c: render(qwen.tokenizer, c)  # noqa: E731

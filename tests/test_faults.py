@@ -13,7 +13,6 @@ unrecorded. The endpoint needs a key: OPENAI_API_KEY holds a secret that must no
 file written."""
 
 import json
-import math
 import os
 import shutil
 import signal
@@ -44,27 +43,26 @@ class RecordingRater:
     and must reproduce the reference run's rankings exactly)."""
 
     def __init__(self, model_dir):
-        from ctrlrec.llm.backends import HFBackend, digit_token_ids
+        from ctrlrec.llm.backends import HFBackend
 
         self.backend = HFBackend(str(model_dir), dtype="float32", batch_size=1, threads=1)
         self.tokenizer = self.backend.tokenizer
         self.identity = {**self.backend.identity, "model": "tiny-rater"}
-        self.digits = {t for ids in digit_token_ids(self.tokenizer) for t in ids}
         self.asked: list[str] = []
         self.mass: dict[str, float] = {}
         self.lock = threading.Lock()
 
     def top_logprobs(self, texts, n=20):
+        from ctrlrec.llm.remote import OpenAIBackend
+
         with self.lock:  # the server answers on threads; the model computes one batch at a time
             out = self.backend.top_logprobs(texts, n)
-            for t, top in zip(texts, out):
-                self.mass[t] = sum(math.exp(lp) for tok, lp in top if tok in self.digits)
+            for t, top in zip(texts, out):  # the mass the client reads from the server's reply
+                strings = {self.tokenizer.decode([tok]): lp for tok, lp in top}
+                self.mass[t] = OpenAIBackend._rating(
+                    {"logprobs": {"top_logprobs": [strings]}}).mass
             self.asked += list(texts)
         return out
-
-    def generate(self, texts, **kw):
-        with self.lock:
-            return self.backend.generate(texts, **kw)
 
 
 class FaultPoint:

@@ -25,7 +25,7 @@ THREAD_VARS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS")
 @pytest.mark.skipif(not VLLM_CPU, reason=NO_VLLM_CPU)
 def test_packaged_model_has_the_digit_mass_and_agrees_with_hf(request, capfd, monkeypatch):
     # First in the module, and the hf copy (the session's `qwen`) is loaded only once the engine
-    # is shut: both at once held ~18 GiB of the 24, and Ray's memory monitor then killed the
+    # is shut: both at once held ~18 GB of the 24 GiB, and Ray's memory monitor then killed the
     # other xdist worker's cluster tasks (CI, bf16-native CPU: vLLM worker 9.9 GB, hf 7.8 GB).
     require_vllm()
     from ctrlrec.hardware import resolve_dtype

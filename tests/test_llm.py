@@ -42,6 +42,23 @@ def test_rating_prompt_puts_the_request_in_the_prefix_and_ends_at_the_answer(tok
     assert isinstance(B.render(tokenizer, judge_chat("x", ["A", "B"])), str)
 
 
+def test_stages_render_every_prompt_kind_as_the_models_own_tokenizer_does(tokenizer):
+    """Stages render prompts with `template_tokenizer` (no torch import); the text must be what
+    the model's own tokenizer class renders, for every kind of conversation the project has."""
+    from ctrlrec.llm import prompts as P
+
+    light = B.template_tokenizer(tokenizer.name_or_path)
+    assert type(light) is not type(tokenizer)  # really the plain class, not AutoTokenizer's
+    seen = ["Alien (1979): 5/5", "Café Society – “Paris” 😀: 2/5"]
+    chats = [P.rating_chat("a scary film", seen), P.rating_chat("x", words=P.words_for("book")),
+             P.judge_chat("kids"), P.judge_chat("kids", ["Babe (1995)", "Fargo (1996)"]),
+             P.genre_request_chat(seen, ["Horror", "Drama"], avoid=["Alien"]),
+             P.open_request_chat(seen, "direct", ["I want fun"]), P.summary_chat("Heat (1995)"),
+             P.train_requests_chat(["a western"], 5, 3)]
+    for chat in chats:
+        assert B.render(light, chat) == B.render(tokenizer, chat), chat
+
+
 def test_prefix_reuse_and_batching_do_not_change_ratings(tiny):
     tpl_a = tiny.render(rating_chat("a funny movie for kids"))
     tpl_b = tiny.render(rating_chat("something dark and violent"))

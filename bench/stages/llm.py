@@ -10,8 +10,6 @@ def open_llm(llm: dict, runtime: dict | None = None):
     that do not change answers: `llm` (memory share, key variable, retries), `llm_cache` (the
     answer cache's file, which the driver passes to every step) and `llm_pool` (the workers
     that serve this model, when the runner started a pool; else this process loads it)."""
-    from transformers import AutoTokenizer
-
     from ctrlrec.llm import backends, registry
     from ctrlrec.llm.cache import CachedLLM, LLMCache
     from ctrlrec.llm.models import resolve_llm
@@ -33,7 +31,7 @@ def open_llm(llm: dict, runtime: dict | None = None):
     cached = CachedLLM(lambda: registry.load_backend(llm["backend"], llm["model"], **options),
                        identity, LLMCache(runtime.get("llm_cache") or llm_cache_path()),
                        shard=llm.get("shard_size", 64), executor=executor)
-    return cached, AutoTokenizer.from_pretrained(path)
+    return cached, backends.template_tokenizer(path)
 
 
 def llm_stats(cached, n_prompts: int) -> dict:

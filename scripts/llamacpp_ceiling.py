@@ -1,0 +1,93 @@
+"""How close does rating with llama.cpp come to what llama.cpp computes at best on this CPU?
+
+Rates the engine-agreement prompts (genre requests x MovieLens items) with the product's
+LlamaCppBackend and counts the tokens it had to compute (each request's prefix once, then every
+movie's suffix), then times llama.cpp's plain prompt processing on the same model: the same
+kind of text in 512-token sequences, one batch each (llama-bench's "pp512"). The ratio says how
+much a faster engine setting could still gain; the tokens per prompt say what a given rate of
+prompts asks of the CPU.
+
+    python scripts/llamacpp_ceiling.py                   # 8 requests x 32 items, packaged GGUF
+    python scripts/llamacpp_ceiling.py --out results/engines/avx2-float32/ceiling.json"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--model", default="qwen2.5-coder-1.5b-instruct")
+    ap.add_argument("--requests", type=int, default=8)
+    ap.add_argument("--items", type=int, default=32)
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--seq", type=int, default=512, help="tokens per plain sequence")
+    ap.add_argument("--out", help="a JSON file for the figures")
+    args = ap.parse_args()
+
+    from engine_agreement import prompts_for, rating_prompts
+
+    from ctrlrec.hardware import describe
+    from ctrlrec.llm.llamacpp_backend import LlamaCppBackend
+
+    be = LlamaCppBackend(args.model)
+    lc = be.lc
+    prompts = rating_prompts(be, prompts_for(args.requests, args.items, seed=0))
+    prefix = {p.prefix: len(be._ids(p.prefix)) for p in prompts}
+    computed = sum(prefix.values()) + sum(len(be._ids(p.suffix)) for p in prompts)
+    rating = []
+    for _ in range(args.repeats):
+        t0 = time.perf_counter()
+        be.rate(prompts)
+        rating.append(time.perf_counter() - t0)
+
+    # plain prompt processing: the prompts' own text, cut into sequences of args.seq tokens
+    text = "".join(p.text for p in prompts)
+    ids = be._ids(text)
+    seqs = [ids[i:i + args.seq] for i in range(0, len(ids) - args.seq + 1, args.seq)][:4]
+    batch = be._batch
+    plain = []
+    for _ in range(args.repeats):
+        t0 = time.perf_counter()
+        for seq in seqs:
+            lc.llama_memory_clear(be._mem, True)
+            batch.n_tokens = len(seq)
+            for j, tok in enumerate(seq):
+                batch.token[j], batch.pos[j], batch.n_seq_id[j] = tok, j, 1
+                batch.seq_id[j][0] = 0
+                batch.logits[j] = j == len(seq) - 1
+            if lc.llama_decode(be._ctx, batch) != 0:
+                raise RuntimeError("llama_decode failed")
+        plain.append(time.perf_counter() - t0)
+    lc.llama_memory_clear(be._mem, True)
+
+    best_rate, best_plain = min(rating), min(plain)
+    out = {
+        "prompts": len(prompts), "requests": len(prefix), "tokens_computed": computed,
+        "tokens_per_prompt": round(computed / len(prompts), 2),
+        "rating_seconds": [round(x, 2) for x in rating],
+        "prompts_per_second": round(len(prompts) / best_rate, 3),
+        "rating_tokens_per_second": round(computed / best_rate, 1),
+        "plain_sequences": len(seqs), "plain_tokens_per_sequence": args.seq,
+        "plain_seconds": [round(x, 2) for x in plain],
+        "plain_tokens_per_second": round(len(seqs) * args.seq / best_plain, 1),
+        "settings": be.settings, "machine": describe(),
+    }
+    out["rating_share_of_plain"] = round(out["rating_tokens_per_second"]
+                                         / out["plain_tokens_per_second"], 3)
+    print(json.dumps({k: v for k, v in out.items() if k not in ("settings", "machine")},
+                     indent=1))
+    if args.out:
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.out).write_text(json.dumps(out, indent=1) + "\n")
+
+
+if __name__ == "__main__":
+    main()

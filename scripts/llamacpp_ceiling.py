@@ -32,7 +32,7 @@ def main() -> None:
     ap.add_argument("--out", help="a JSON file for the figures")
     args = ap.parse_args()
 
-    from engine_agreement import prompts_for, rating_prompts
+    from engine_agreement import git_state, prompts_for, rating_prompts
 
     from ctrlrec.hardware import describe
     from ctrlrec.llm.llamacpp_backend import LlamaCppBackend
@@ -78,7 +78,7 @@ def main() -> None:
         "plain_sequences": len(seqs), "plain_tokens_per_sequence": args.seq,
         "plain_seconds": [round(x, 2) for x in plain],
         "plain_tokens_per_second": round(len(seqs) * args.seq / best_plain, 1),
-        "settings": be.settings, "machine": describe(),
+        "settings": be.settings, "machine": describe(), "git": git_state(),
     }
     out["rating_share_of_plain"] = round(out["rating_tokens_per_second"]
                                          / out["plain_tokens_per_second"], 3)

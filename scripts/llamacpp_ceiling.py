@@ -22,6 +22,55 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 
+def measure(be, prompts: list, repeats: int = 3, seq: int = 512) -> dict:
+    """Rate `prompts` with the llama.cpp backend `be`, then decode the same text as plain
+    sequences of `seq` tokens; best of `repeats` each."""
+    lc = be.lc
+    prefix = {p.prefix: len(be._ids(p.prefix)) for p in prompts}
+    computed = sum(prefix.values()) + sum(len(be._ids(p.suffix)) for p in prompts)
+    rating = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        be.rate(prompts)
+        rating.append(time.perf_counter() - t0)
+
+    # plain prompt processing: the prompts' own text, cut into sequences of `seq` tokens
+    ids = be._ids("".join(p.text for p in prompts))
+    seqs = [ids[i:i + seq] for i in range(0, len(ids) - seq + 1, seq)][:4]
+    if not seqs:
+        raise ValueError(f"the prompts hold {len(ids)} tokens, fewer than one sequence of {seq}")
+    batch = be._batch
+    plain = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        for toks in seqs:
+            lc.llama_memory_clear(be._mem, True)
+            batch.n_tokens = len(toks)
+            for j, tok in enumerate(toks):
+                batch.token[j], batch.pos[j], batch.n_seq_id[j] = tok, j, 1
+                batch.seq_id[j][0] = 0
+                batch.logits[j] = j == len(toks) - 1
+            if lc.llama_decode(be._ctx, batch) != 0:
+                raise RuntimeError("llama_decode failed")
+        plain.append(time.perf_counter() - t0)
+    lc.llama_memory_clear(be._mem, True)
+
+    best_rate, best_plain = min(rating), min(plain)
+    out = {
+        "prompts": len(prompts), "requests": len(prefix), "tokens_computed": computed,
+        "tokens_per_prompt": round(computed / len(prompts), 2),
+        "rating_seconds": [round(x, 2) for x in rating],
+        "prompts_per_second": round(len(prompts) / best_rate, 3),
+        "rating_tokens_per_second": round(computed / best_rate, 1),
+        "plain_sequences": len(seqs), "plain_tokens_per_sequence": seq,
+        "plain_seconds": [round(x, 2) for x in plain],
+        "plain_tokens_per_second": round(len(seqs) * seq / best_plain, 1),
+    }
+    out["rating_share_of_plain"] = round(out["rating_tokens_per_second"]
+                                         / out["plain_tokens_per_second"], 3)
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--model", default="qwen2.5-coder-1.5b-instruct")
@@ -38,52 +87,10 @@ def main() -> None:
     from ctrlrec.llm.llamacpp_backend import LlamaCppBackend
 
     be = LlamaCppBackend(args.model)
-    lc = be.lc
     prompts = rating_prompts(be, prompts_for(args.requests, args.items, seed=0))
-    prefix = {p.prefix: len(be._ids(p.prefix)) for p in prompts}
-    computed = sum(prefix.values()) + sum(len(be._ids(p.suffix)) for p in prompts)
-    rating = []
-    for _ in range(args.repeats):
-        t0 = time.perf_counter()
-        be.rate(prompts)
-        rating.append(time.perf_counter() - t0)
-
-    # plain prompt processing: the prompts' own text, cut into sequences of args.seq tokens
-    text = "".join(p.text for p in prompts)
-    ids = be._ids(text)
-    seqs = [ids[i:i + args.seq] for i in range(0, len(ids) - args.seq + 1, args.seq)][:4]
-    batch = be._batch
-    plain = []
-    for _ in range(args.repeats):
-        t0 = time.perf_counter()
-        for seq in seqs:
-            lc.llama_memory_clear(be._mem, True)
-            batch.n_tokens = len(seq)
-            for j, tok in enumerate(seq):
-                batch.token[j], batch.pos[j], batch.n_seq_id[j] = tok, j, 1
-                batch.seq_id[j][0] = 0
-                batch.logits[j] = j == len(seq) - 1
-            if lc.llama_decode(be._ctx, batch) != 0:
-                raise RuntimeError("llama_decode failed")
-        plain.append(time.perf_counter() - t0)
-    lc.llama_memory_clear(be._mem, True)
-
-    best_rate, best_plain = min(rating), min(plain)
-    out = {
-        "prompts": len(prompts), "requests": len(prefix), "tokens_computed": computed,
-        "tokens_per_prompt": round(computed / len(prompts), 2),
-        "rating_seconds": [round(x, 2) for x in rating],
-        "prompts_per_second": round(len(prompts) / best_rate, 3),
-        "rating_tokens_per_second": round(computed / best_rate, 1),
-        "plain_sequences": len(seqs), "plain_tokens_per_sequence": args.seq,
-        "plain_seconds": [round(x, 2) for x in plain],
-        "plain_tokens_per_second": round(len(seqs) * args.seq / best_plain, 1),
-        "settings": be.settings, "machine": describe(), "git": git_state(),
-    }
-    out["rating_share_of_plain"] = round(out["rating_tokens_per_second"]
-                                         / out["plain_tokens_per_second"], 3)
-    print(json.dumps({k: v for k, v in out.items() if k not in ("settings", "machine")},
-                     indent=1))
+    out = measure(be, prompts, args.repeats, args.seq)
+    print(json.dumps(out, indent=1))
+    out |= {"settings": be.settings, "machine": describe(), "git": git_state()}
     if args.out:
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
         Path(args.out).write_text(json.dumps(out, indent=1) + "\n")

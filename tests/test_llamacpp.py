@@ -145,3 +145,27 @@ def test_repack_is_a_llamacpp_setting_and_part_of_its_keys():
     assert llm_key(on) == {**llm_key(off), "repack": True}  # other kernels, other answers
     with pytest.raises(SuiteError, match="repack is not a setting of the hf backend"):
         load_suite("suites/genre.yaml", ["methods.1.llm.backend=hf", "methods.1.llm.repack=true"])
+
+
+@pytest.mark.slow
+def test_ceiling_script_counts_the_tokens_rating_computes(tiny_pair):
+    """scripts/llamacpp_ceiling.py on the tiny GGUF: every request's prefix once plus every
+    movie's suffix, a positive plain rate, and the backend rates as before afterwards."""
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).parent.parent / "scripts" / "llamacpp_ceiling.py"
+    spec = importlib.util.spec_from_file_location("llamacpp_ceiling", path)
+    ceiling = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(ceiling)
+    hf, lcpp = tiny_pair
+    prompts = rating_prompts(hf, RATING_REQUESTS[:2], RATING_ITEMS[:4])
+    before = expected(lcpp.rate(prompts))
+    out = ceiling.measure(lcpp, prompts, repeats=1, seq=64)
+    ids = lambda t: lcpp._ids(t)  # noqa: E731
+    want = (sum(len(ids(p)) for p in {p.prefix for p in prompts})
+            + sum(len(ids(p.suffix)) for p in prompts))
+    assert out["prompts"] == 8 and out["requests"] == 2 and out["tokens_computed"] == want
+    assert out["plain_sequences"] >= 1 and out["plain_tokens_per_second"] > 0
+    assert out["rating_share_of_plain"] > 0
+    assert np.array_equal(expected(lcpp.rate(prompts)), before)

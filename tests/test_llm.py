@@ -1,6 +1,10 @@
 """The LLM layer: rating maths, tokenizer digits, prefix reuse, the persistent cache, and the
 packaged Qwen2.5-Coder-1.5B model on a few hand-checkable prompts."""
 
+import os
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 
@@ -57,6 +61,16 @@ def test_stages_render_every_prompt_kind_as_the_models_own_tokenizer_does(tokeni
              P.train_requests_chat(["a western"], 5, 3)]
     for chat in chats:
         assert B.render(light, chat) == B.render(tokenizer, chat), chat
+    # what it saves: a stage process that renders prompts never imports torch
+    code = ("import sys\n"
+            "from bench.stages.llm import open_llm\n"
+            "from ctrlrec.llm.backends import render, template_tokenizer\n"
+            "from ctrlrec.llm.prompts import rating_chat\n"
+            f"render(template_tokenizer({tokenizer.name_or_path!r}), rating_chat('x'))\n"
+            "print('torch' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                         cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    assert out.stdout.strip() == "False", out.stderr[-2000:]
 
 
 def test_prefix_reuse_and_batching_do_not_change_ratings(tiny):

@@ -39,19 +39,12 @@ def measure(be, prompts: list, repeats: int = 3, seq: int = 512) -> dict:
     seqs = [ids[i:i + seq] for i in range(0, len(ids) - seq + 1, seq)][:4]
     if not seqs:
         raise ValueError(f"the prompts hold {len(ids)} tokens, fewer than one sequence of {seq}")
-    batch = be._batch
     plain = []
     for _ in range(repeats):
         t0 = time.perf_counter()
-        for toks in seqs:
+        for toks in seqs:  # each sequence alone, in one llama.cpp batch, as the backend decodes
             lc.llama_memory_clear(be._mem, True)
-            batch.n_tokens = len(toks)
-            for j, tok in enumerate(toks):
-                batch.token[j], batch.pos[j], batch.n_seq_id[j] = tok, j, 1
-                batch.seq_id[j][0] = 0
-                batch.logits[j] = j == len(toks) - 1
-            if lc.llama_decode(be._ctx, batch) != 0:
-                raise RuntimeError("llama_decode failed")
+            be._decode([(0, 0, toks)])
         plain.append(time.perf_counter() - t0)
     lc.llama_memory_clear(be._mem, True)
 

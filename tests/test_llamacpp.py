@@ -162,9 +162,8 @@ def test_ceiling_script_counts_the_tokens_rating_computes(tiny_pair):
     prompts = rating_prompts(hf, RATING_REQUESTS[:2], RATING_ITEMS[:4])
     before = expected(lcpp.rate(prompts))
     out = ceiling.measure(lcpp, prompts, repeats=1, seq=64)
-    ids = lambda t: lcpp._ids(t)  # noqa: E731
-    want = (sum(len(ids(p)) for p in {p.prefix for p in prompts})
-            + sum(len(ids(p.suffix)) for p in prompts))
+    want = (sum(len(lcpp._ids(p)) for p in {p.prefix for p in prompts})
+            + sum(len(lcpp._ids(p.suffix)) for p in prompts))
     assert out["prompts"] == 8 and out["requests"] == 2 and out["tokens_computed"] == want
     assert out["plain_sequences"] >= 1 and out["plain_tokens_per_second"] > 0
     assert out["rating_share_of_plain"] > 0

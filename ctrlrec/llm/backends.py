@@ -83,10 +83,10 @@ def digit_token_ids(tokenizer) -> list[list[int]]:
 def template_tokenizer(path: str | Path):
     """A tokenizer for `render` alone, where the stage only applies the chat template. A folder
     with tokenizer.json loads it into transformers' plain tokenizers-backed class: AutoTokenizer
-    imports torch and the generation code for the model-specific class (~6 s of CPU in every
-    fresh Ray worker on a 2-core AVX2 CPU, against ~1.5 s), and the rendered text is the same
-    (checked for the packaged model in tests/test_llm.py). Other folders go through
-    AutoTokenizer."""
+    imports torch and the generation code for the model-specific class (a fresh process loading
+    the packaged tokenizer: ~9 s of CPU and 654 MB that way, ~3 s and 287 MB this way, on a
+    2-core AVX2 CPU), and the rendered text is the same (tests/test_llm.py). Other folders, and
+    hub ids, go through AutoTokenizer."""
     if (Path(path) / "tokenizer.json").is_file():
         from transformers import PreTrainedTokenizerFast
         return PreTrainedTokenizerFast.from_pretrained(path)

@@ -132,7 +132,17 @@ def _stop_ray(timeout: float) -> None:
 
 
 def cmd_validate(args) -> int:
-    from .suitefile import load_suite
+    from .suitefile import SuiteError, is_throughput_suite, load_suite, read_suite_file
+    raw = read_suite_file(args.suite)
+    if is_throughput_suite(raw):  # checked as `bench throughput` will read it
+        if args.overrides:
+            raise SuiteError(f"--set {args.overrides[0]}: {args.suite} is a throughput suite, "
+                             "and `bench throughput` takes no --set; edit the file")
+        from .throughput.config import validate
+        cfg = validate(raw, args.suite)
+        print(f"{args.suite}: ok — throughput suite: {len(cfg['paths'])} paths × "
+              f"{len(cfg['items'])} item counts × {len(cfg['requests'])} request counts")
+        return 0
     suite = load_suite(args.suite, args.overrides)
     full = len({c["method"] for c in suite.grid() if c["pool"] != suite.pool.kind})
     print(f"{args.suite}: ok — {len(suite.grid())} cells "

@@ -91,11 +91,16 @@ def parse_override(text: str) -> tuple[list[str], object]:
             from None
 
 
-def load_suite(path: str | Path, overrides: list[str] = ()) -> Suite:
-    path = Path(path)
+def is_throughput_suite(raw) -> bool:
+    """`bench throughput` files list the `paths` to measure; benchmark suites list `methods`."""
+    return isinstance(raw, dict) and "paths" in raw and "methods" not in raw
+
+
+def read_suite_file(path: str | Path) -> dict:
+    """The top-level mapping of a suite file, or a one-line SuiteError saying why not."""
     source = str(path)
     try:
-        raw = yaml.safe_load(path.read_bytes().decode("utf-8"))
+        raw = yaml.safe_load(Path(path).read_bytes().decode("utf-8"))
     except FileNotFoundError:
         raise SuiteError(f"{source}: no such file") from None
     except IsADirectoryError:
@@ -113,6 +118,16 @@ def load_suite(path: str | Path, overrides: list[str] = ()) -> Suite:
         raise SuiteError(f"{source}:{where}: not valid YAML ({_short(problem)})") from None
     if not isinstance(raw, dict):
         raise SuiteError(f"{source}: expected a mapping of keys at the top level")
+    return raw
+
+
+def load_suite(path: str | Path, overrides: list[str] = ()) -> Suite:
+    path = Path(path)
+    source = str(path)
+    raw = read_suite_file(path)
+    if is_throughput_suite(raw):
+        raise SuiteError(f"{source}: a throughput suite (it has `paths`, no `methods`); "
+                         f"`bench throughput {source}` measures it")
     for text in overrides:
         keys, value = parse_override(text)
         node = raw

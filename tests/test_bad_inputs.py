@@ -98,6 +98,8 @@ CASES = {
     "malformed YAML": (BASE + "k: [5, 10\n", ("not valid YAML", "line 4:")),
     "not UTF-8": (b"name: t\xff\n", "not UTF-8"),
     "not a mapping": ("- a\n- b\n", "expected a mapping"),
+    "a throughput suite": ("items: [10]\nrequests: [1]\npaths: [{method: direct, model: x}]\n",
+                           "a throughput suite (it has `paths`, no `methods`); `bench throughput"),
     "unknown key": (BASE + "engagement: {epoch: 5}\n",
                     ("engagement.epoch", "did you mean 'epochs'", "allowed:")),
     "wrong type": (BASE + "engagement: {epochs: many}\n", ("engagement.epochs", "'many'")),

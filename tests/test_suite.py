@@ -26,12 +26,19 @@ def error_of(tmp_path, body, overrides=()):
     return msg
 
 
-def test_shipped_suites_are_valid():
+def test_shipped_suites_are_valid(capsys):
+    """`bench validate` checks both kinds of suite file: benchmark suites (`bench run`) and
+    throughput suites (`bench throughput`, their own schema), told apart by their keys."""
     import glob
-    from bench.throughput import load_config
-    for path in glob.glob("suites/**/*.yaml", recursive=True):
-        # throughput suites have their own schema (bench throughput)
-        (load_config if Path(path).stem == "throughput" else load_suite)(path)
+
+    from bench.cli import main
+    paths = sorted(glob.glob("suites/**/*.yaml", recursive=True))
+    for path in paths:
+        assert main(["validate", path]) == 0, capsys.readouterr().err
+    out = capsys.readouterr().out.splitlines()
+    assert [line.split(": ok — ")[0] for line in out] == paths
+    kinds = ["throughput suite" in line for line in out]
+    assert kinds == [Path(p).stem == "throughput" for p in paths]
     genre = load_suite("suites/genre_untrained.yaml")
     assert genre.users == "all" and len(genre.ws()) == 21 and genre.k == [5, 10]
     assert genre.ws()[0] == 0.0 and genre.ws()[-1] == 1.0 and 0.05 in genre.ws()

@@ -112,6 +112,18 @@ def test_a_bad_suite_file_is_one_error_line_and_exit_code_2(tmp_path, capsys):
     assert not (tmp_path / "out").exists()
 
 
+def test_a_benchmark_suite_or_an_override_is_pointed_to_its_command(tmp_path, capsys):
+    from bench.cli import main
+
+    assert main(["throughput", "suites/genre.yaml", "--out", str(tmp_path / "out")]) == 2
+    assert capsys.readouterr().err == ("error: suites/genre.yaml: a benchmark suite (it has "
+                                       "`methods`, no `paths`); `bench run suites/genre.yaml` "
+                                       "runs it\n")
+    assert main(["validate", "suites/throughput.yaml", "--set", "top_k=3"]) == 2
+    assert "`bench throughput` takes no --set" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
+
+
 @pytest.mark.slow
 def test_tiny_measurement_end_to_end(tmp_path, capsys):
     suite = tmp_path / "tiny.yaml"

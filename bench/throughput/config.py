@@ -37,6 +37,9 @@ def load_config(path: str | Path) -> dict:
 
 def validate(raw, where: str) -> dict:
     """The suite as a plain dict (what measurements.json records), defaults filled in."""
+    if isinstance(raw, dict) and "methods" in raw and "paths" not in raw:
+        raise ThroughputError(f"{where}: a benchmark suite (it has `methods`, no `paths`); "
+                              f"`bench run {where}` runs it")
     if isinstance(raw, dict):
         raw = {"name": Path(where).stem, **raw}
     try:

@@ -53,7 +53,7 @@ def preflight(suite: Suite, source: str, local: bool = True) -> None:
     from ctrlrec.embeddings import PACKAGED, SPLIT_PACKAGED
 
     for where, name in embedding_models(suite):  # split-packaged ones are fetched on first use
-        _check_model(source, where, name, {**PACKAGED, **SPLIT_PACKAGED}, packages=PACKAGED)
+        check_model(source, where, name, {**PACKAGED, **SPLIT_PACKAGED}, packages=PACKAGED)
     from ctrlrec.llm.models import PACKAGED_LLMS, is_gguf_model
 
     for where, llm in llm_configs(suite):
@@ -67,12 +67,12 @@ def preflight(suite: Suite, source: str, local: bool = True) -> None:
                 raise SuiteError(f"{source}: {where}.backend: llamacpp is not installed here "
                                  f"(scripts/setup.sh builds it; or use backend: hf)")
         elif llm.backend == "openai":
-            _check_model(source, f"{where}.{'tokenizer' if llm.tokenizer else 'model'}",
-                         llm.tokenizer or llm.model, PACKAGED_LLMS,
-                         hint=" (for an openai endpoint, set tokenizer: to a local model folder "
-                              "or packaged alias with the served model's chat template)")
+            check_model(source, f"{where}.{'tokenizer' if llm.tokenizer else 'model'}",
+                        llm.tokenizer or llm.model, PACKAGED_LLMS,
+                        hint=" (for an openai endpoint, set tokenizer: to a local model folder "
+                             "or packaged alias with the served model's chat template)")
         else:
-            _check_model(source, f"{where}.model", llm.model, PACKAGED_LLMS)
+            check_model(source, f"{where}.model", llm.model, PACKAGED_LLMS)
         if llm.backend == "vllm" and local and importlib.util.find_spec("vllm") is None:
             raise SuiteError(f"{source}: {where}.backend: vllm is not installed here "
                              f"(on a GPU machine: pip install '.[gpu]'; on a Linux x86_64 CPU: "
@@ -113,8 +113,10 @@ def _check_data(suite: Suite, source: str) -> None:
         raise SuiteError(f"{where} {exc}") from None
 
 
-def _check_model(source: str, where: str, name: str, aliases: dict, packages: dict | None = None,
-                 hint: str = "") -> None:
+def check_model(source: str, where: str, name: str, aliases: dict, packages: dict | None = None,
+                hint: str = "") -> None:
+    """A SuiteError naming `source` and `where` unless `name` is an alias (whose package is
+    installed), an existing path, or a hub id that can be had (cached, or the hub reachable)."""
     if name in aliases:
         if packages is not None and name in packages:  # files shipped by an installed package
             package, module = packages[name][0], packages[name][1]
@@ -124,6 +126,9 @@ def _check_model(source: str, where: str, name: str, aliases: dict, packages: di
         return
     if Path(name).expanduser().exists():
         return
+    if name.startswith(("/", ".", "~")):  # a path, never a hub id (those are org/name)
+        raise SuiteError(f"{source}: {where}: {name!r}: no such folder; allowed: "
+                         f"{', '.join(aliases)}, a local folder, or a hub id{hint}")
     close = difflib.get_close_matches(name, list(aliases), n=1, cutoff=0.8)
     offline = os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on")
     if close or (offline and not _in_hub_cache(name)):

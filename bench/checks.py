@@ -116,7 +116,8 @@ def _check_data(suite: Suite, source: str) -> None:
 def check_model(source: str, where: str, name: str, aliases: dict, packages: dict | None = None,
                 hint: str = "") -> None:
     """A SuiteError naming `source` and `where` unless `name` is an alias (whose package is
-    installed), an existing path, or a hub id that can be had (cached, or the hub reachable)."""
+    installed), an existing path, or a hub id (with HF_HUB_OFFLINE set, one the hub cache holds)
+    that is not a near-miss of an alias."""
     if name in aliases:
         if packages is not None and name in packages:  # files shipped by an installed package
             package, module = packages[name][0], packages[name][1]

@@ -1,0 +1,116 @@
+"""Where a command's CPU time goes, by kind of process (Linux only).
+
+    python scripts/cpu_by_process.py [--out table.md] -- .venv/bin/python -m pytest
+
+runs the command and, twice a second while it runs, reads every process's CPU time from /proc;
+at the end it writes a markdown table: CPU seconds per kind of process (the test or bench
+processes, Ray's task workers, LLM actors, idle workers and daemons, vLLM's engine processes),
+with the command's wall time and the machine's cores. Ray renames its workers (ray::IDLE,
+ray::<task>), so a process's kind comes from every name it showed. A process that lives less
+than half a second may be missed, and CPU time is read from the whole machine: run it on an
+otherwise idle one. It only reads /proc, so it shows where time goes, not why."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shlex
+import subprocess
+import sys
+import time
+
+TICK = os.sysconf("SC_CLK_TCK")
+# (text in one of the process's names, kind); the first match wins
+KINDS = [("ray::LLMWorker", "Ray LLM actor"), ("raylet", "Ray daemon (raylet)"),
+         ("gcs_server", "Ray daemon (gcs)"), ("dashboard/agent.py", "Ray daemon (dashboard agent)"),
+         ("runtime_env/agent", "Ray daemon (runtime_env agent)"),
+         ("log_monitor", "Ray daemon (log_monitor)"),
+         ("dashboard/dashboard.py", "Ray daemon (dashboard)"),
+         ("autoscaler/_private/monitor.py", "Ray daemon (monitor)"),
+         ("VLLM::", "vLLM engine process"),
+         ("vllm.entrypoints", "vLLM server"), ("bench.cli", "bench command (subprocess)"),
+         ("pytest", "pytest process"),
+         ("exec(eval(sys.stdin.readline()))", "pytest process")]  # xdist's workers (execnet)
+
+
+def kind(names: set[str]) -> str:
+    joined = " | ".join(sorted(names))
+    for text, k in KINDS:
+        if text in joined:
+            return k
+    if any(n.startswith("ray::") and n != "ray::IDLE" for n in names):
+        return "Ray task worker"
+    if "ray::IDLE" in joined or "default_worker.py" in joined:
+        return "Ray worker that ran no task"
+    return "other"
+
+
+def read(pid: str) -> tuple[tuple[str, str], int, str] | None:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            stat = f.read()
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            name = f.read().replace(b"\0", b" ").decode(errors="replace").strip()
+    except OSError:  # gone
+        return None
+    fields = stat[stat.rfind(")") + 2:].split()
+    return (pid, fields[19]), int(fields[11]) + int(fields[12]), name  # key: pid + start time
+
+
+def sample(seen: dict, first: bool) -> None:
+    for pid in os.listdir("/proc"):
+        if pid.isdigit() and (got := read(pid)) is not None:
+            key, ticks, name = got
+            entry = seen.setdefault(key, {"base": ticks if first else 0, "ticks": 0,
+                                          "names": set()})
+            entry["ticks"] = max(entry["ticks"], ticks)
+            if name:  # an exiting process shows none
+                entry["names"].add(name.split(" --")[0][:120])
+
+
+def table(seen: dict, wall: float, rc: int, command: list[str]) -> str:
+    totals: dict[str, list] = {}
+    for entry in seen.values():
+        used = (entry["ticks"] - entry["base"]) / TICK
+        if used > 0:
+            row = totals.setdefault(kind(entry["names"]), [0, 0.0])
+            row[0] += 1
+            row[1] += used
+    cpu = sum(s for _, s in totals.values())
+    cores = len(os.sched_getaffinity(0))
+    shown = shlex.join(command).replace("\n", "\\n")  # one line, whatever the command holds
+    lines = [f"`{shown}`: exit {rc}, {wall:.0f} s wall on {cores} cores "
+             f"({cores * wall:.0f} CPU-seconds available), {cpu:.0f} CPU-seconds used "
+             f"({cpu / max(cores * wall, 1e-9):.0%})", "",
+             "| kind of process | processes | CPU seconds | share |", "|---|---|---|---|"]
+    for k, (n, s) in sorted(totals.items(), key=lambda kv: -kv[1][1]):
+        lines.append(f"| {k} | {n} | {s:.1f} | {s / cpu:.0%} |")
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--out", help="also write the table here")
+    ap.add_argument("--interval", type=float, default=0.5, help="seconds between samples")
+    ap.add_argument("command", nargs=argparse.REMAINDER, help="-- then the command to run")
+    args = ap.parse_args(argv)
+    command = args.command[1:] if args.command[:1] == ["--"] else args.command
+    if not command:
+        ap.error("give the command to run after --")
+    seen: dict = {}
+    sample(seen, first=True)  # what already runs counts from now on
+    t0 = time.monotonic()
+    proc = subprocess.Popen(command)
+    while proc.poll() is None:
+        time.sleep(args.interval)
+        sample(seen, first=False)
+    text = table(seen, time.monotonic() - t0, proc.returncode, command)
+    sys.stdout.write(text)
+    if args.out:
+        with open(args.out, "w") as f:
+            f.write(text)
+    return proc.returncode
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -15,8 +15,12 @@ from pathlib import Path
 import yaml
 
 
-def _suite_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("suite", help="suite YAML file, e.g. suites/genre.yaml")
+def _suite_args(p: argparse.ArgumentParser, many: bool = False) -> None:
+    if many:
+        p.add_argument("suites", nargs="+", metavar="suite",
+                       help="suite YAML files, e.g. suites/*.yaml")
+    else:
+        p.add_argument("suite", help="suite YAML file, e.g. suites/genre.yaml")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a suite key (dotted path; value read as YAML), repeatable")
 
@@ -34,8 +38,9 @@ def parser() -> argparse.ArgumentParser:
     run.add_argument("--run-id", help="folder name of this run (default: UTC time + config hash)")
     run.add_argument("--cache-dir", help="stage cache (default: $CTRLREC_CACHE/stages)")
     run.add_argument("--dry-run", action="store_true", help="print the resolved config and plan")
-    val = sub.add_parser("validate", help="check a suite file and print its expanded grid size")
-    _suite_args(val)
+    val = sub.add_parser("validate", help="check suite files (benchmark or throughput) and "
+                                          "print each one's size; exit 2 if any is bad")
+    _suite_args(val, many=True)
     serve = sub.add_parser("serve", help="an OpenAI-compatible completions server (hf backend)")
     serve.add_argument("--model", default="qwen2.5-coder-1.5b-instruct",
                        help="packaged LLM alias or local model folder")
@@ -132,26 +137,37 @@ def _stop_ray(timeout: float) -> None:
 
 
 def cmd_validate(args) -> int:
+    from .suitefile import SuiteError
+    from .throughput import ThroughputError
+    bad = 0
+    for path in args.suites:  # each file on its own: one bad file does not hide the others
+        try:
+            print(_validate_one(path, args.overrides))
+        except (SuiteError, ThroughputError) as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            bad += 1
+    return 2 if bad else 0
+
+
+def _validate_one(path: str, overrides: list[str]) -> str:
     from .suitefile import SuiteError, is_throughput_suite, load_suite, read_suite_file
-    raw = read_suite_file(args.suite)
+    raw = read_suite_file(path)
     if is_throughput_suite(raw):  # checked as `bench throughput` will read it
-        if args.overrides:
-            raise SuiteError(f"--set {args.overrides[0]}: {args.suite} is a throughput suite, "
+        if overrides:
+            raise SuiteError(f"--set {overrides[0]}: {path} is a throughput suite, "
                              "and `bench throughput` takes no --set; edit the file")
         from .throughput.config import validate
-        cfg = validate(raw, args.suite)
-        print(f"{args.suite}: ok — throughput suite: {len(cfg['paths'])} paths × "
-              f"{len(cfg['items'])} item counts × {len(cfg['requests'])} request counts")
-        return 0
-    suite = load_suite(args.suite, args.overrides)
+        cfg = validate(raw, path)
+        return (f"{path}: ok — throughput suite: {len(cfg['paths'])} paths × "
+                f"{len(cfg['items'])} item counts × {len(cfg['requests'])} request counts")
+    suite = load_suite(path, overrides)
     full = len({c["method"] for c in suite.grid() if c["pool"] != suite.pool.kind})
-    print(f"{args.suite}: ok — {len(suite.grid())} cells "
-          f"({len(suite.methods)} methods{f' (+{full} over all items)' if full else ''} × "
-          f"{len(suite.contexts)} contexts × "
-          f"{len(suite.aggregation)} aggregations × {len(suite.ws())} w × {len(suite.k)} k)"
-          + (f" × {len(suite.seeds)} seeds" if len(suite.seeds) > 1 else "")
-          + f", config hash {suite.config_hash()[:12]}")
-    return 0
+    return (f"{path}: ok — {len(suite.grid())} cells "
+            f"({len(suite.methods)} methods{f' (+{full} over all items)' if full else ''} × "
+            f"{len(suite.contexts)} contexts × "
+            f"{len(suite.aggregation)} aggregations × {len(suite.ws())} w × {len(suite.k)} k)"
+            + (f" × {len(suite.seeds)} seeds" if len(suite.seeds) > 1 else "")
+            + f", config hash {suite.config_hash()[:12]}")
 
 
 def cmd_throughput(args) -> int:

@@ -33,8 +33,7 @@ def test_shipped_suites_are_valid(capsys):
 
     from bench.cli import main
     paths = sorted(glob.glob("suites/**/*.yaml", recursive=True))
-    for path in paths:
-        assert main(["validate", path]) == 0, capsys.readouterr().err
+    assert main(["validate", *paths]) == 0, capsys.readouterr().err
     out = capsys.readouterr().out.splitlines()
     assert [line.split(": ok — ")[0] for line in out] == paths
     kinds = ["throughput suite" in line for line in out]
@@ -47,6 +46,19 @@ def test_shipped_suites_are_valid(capsys):
 
 
 # The one-line errors of bad suites: tests/test_bad_inputs.py (through `bench run`)
+
+
+def test_validate_reports_every_file_and_fails_if_any_is_bad(tmp_path, capsys):
+    from bench.cli import main
+    bad = write(tmp_path, "name: t\nk: [0]\n")
+    missing = tmp_path / "none.yaml"
+    assert main(["validate", "suites/smoke.yaml", str(bad), str(missing),
+                 "suites/throughput.yaml"]) == 2
+    out, err = capsys.readouterr()
+    assert [line.split(":")[0] for line in out.splitlines()] == ["suites/smoke.yaml",
+                                                                 "suites/throughput.yaml"]
+    assert err.splitlines() == [f"error: {bad}: k[0]: Input should be greater than or equal to 1 "
+                                "(got 0)", f"error: {missing}: no such file"]
 
 
 def test_overrides_take_precedence_and_are_validated(tmp_path):

@@ -25,9 +25,25 @@ def _suite_args(p: argparse.ArgumentParser, many: bool = False) -> None:
                    help="override a suite key (dotted path; value read as YAML), repeatable")
 
 
+class _Version(argparse.Action):
+    """`bench --version`: what to cite, and what a run's manifest records (read only when asked,
+    so that other commands start no git process for it)."""
+
+    def __init__(self, option_strings, dest, **kwargs):
+        super().__init__(option_strings, dest, nargs=0,
+                         help="print the package version, git commit and protocol, then exit")
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        from .report.provenance import PROTOCOL, git_commit, versions
+        print(f"ctrlrec-bench {versions()['ctrlrec-bench'] or 'not installed'} "
+              f"(git {git_commit()}, protocol {PROTOCOL})")
+        parser.exit()
+
+
 def parser() -> argparse.ArgumentParser:
     from .methods import llm_free_methods
     ap = argparse.ArgumentParser(prog="bench", description="CTRL-Rec benchmark harness")
+    ap.add_argument("--version", action=_Version)
     sub = ap.add_subparsers(dest="command", required=True)
     run = sub.add_parser("run", help="run a suite and write results/<suite>/<run-id>/")
     _suite_args(run)

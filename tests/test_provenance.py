@@ -4,6 +4,8 @@ which), and the leaderboard leaves such runs out unless asked for."""
 import json
 import subprocess
 
+import pytest
+
 from bench import cli
 from bench.leaderboard import collect_all, write
 from bench.report.provenance import git_state, is_dirty
@@ -73,3 +75,16 @@ def test_leaderboard_leaves_dirty_runs_out_unless_asked(tmp_path):
     df, _ = collect_all(tmp_path, include_dirty=True)
     assert list(df.run) == ["edited", "clean"]  # best first: the dirty run's 0.4 leads
     assert list(df.protocol) == [1, 2]
+
+
+def test_version_names_the_package_commit_and_protocol(capsys):
+    import re
+
+    from bench.report.provenance import PROTOCOL, git_commit
+
+    with pytest.raises(SystemExit) as done:
+        cli.main(["--version"])
+    assert done.value.code == 0
+    out = capsys.readouterr().out
+    assert re.fullmatch(rf"ctrlrec-bench \S+ \(git {re.escape(git_commit())}, protocol "
+                        rf"{PROTOCOL}\)\n", out), out

@@ -44,13 +44,13 @@ class LLMWorker:
 
     def _loaded(self):
         if self.backend is None:
-            import torch
+            from ctrlrec.llm.registry import BACKENDS, load_backend
 
-            from ctrlrec.llm.registry import load_backend
-
-            torch.set_num_threads(self.threads)
-            t0 = time.perf_counter()
             backend, model, options = self.args
+            if BACKENDS[backend].torch:  # else torch is never imported here (~3 s, ~200 MB)
+                import torch
+                torch.set_num_threads(self.threads)
+            t0 = time.perf_counter()
             self.backend = load_backend(backend, model, **options)
             self.load_seconds = time.perf_counter() - t0
         return self.backend

@@ -117,6 +117,36 @@ def test_greedy_text_equals_hf(tiny_pair):
 
 
 @pytest.mark.slow
+def test_a_pool_worker_on_llamacpp_never_imports_torch(tiny_pair):
+    """An LLM pool worker (bench/llmpool.py) serving llama.cpp, in a fresh process as Ray starts
+    one: the same ratings as in this process, and torch never imported there (its tokenizer is
+    read from tokenizer.json, and torch's thread count is set only for engines that use it)."""
+    import json
+    import subprocess
+    import sys
+
+    hf, lcpp = tiny_pair
+    prompts = rating_prompts(hf, RATING_REQUESTS[:2], RATING_ITEMS[:3])
+    code = ("import json, sys\n"
+            "from bench.llmpool import LLMWorker\n"
+            "from ctrlrec.llm.backends import RatePrompt\n"
+            "model, options, pieces = json.loads(sys.stdin.read())\n"
+            "worker = LLMWorker('llamacpp', model, options, 1)\n"
+            "answers, _, _ = worker.run('rate', [RatePrompt(*p) for p in pieces], {})\n"
+            "print(json.dumps({'expected': [a.expected for a in answers],\n"
+            "                  'torch': 'torch' in sys.modules}))\n")
+    options = {"batch_size": 3, "threads": 1, "n_ctx": 1024}
+    # the GGUF's tokenizer folder exists already (the fixture's backend wrote it)
+    p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300,
+                       input=json.dumps([lcpp.identity["model"], options,
+                                         [[q.prefix, q.suffix] for q in prompts]]))
+    assert p.returncode == 0, p.stderr[-2000:]
+    out = json.loads(p.stdout.strip().splitlines()[-1])
+    assert out["torch"] is False
+    assert out["expected"] == [r.expected for r in lcpp.rate(prompts)]
+
+
+@pytest.mark.slow
 def test_identity_names_the_engine_and_the_file(tiny_pair):
     _, lcpp = tiny_pair
     assert lcpp.identity["backend"] == "llamacpp" and lcpp.identity["dtype"] == "gguf"

@@ -49,8 +49,7 @@ class LlamaCppBackend:
     def __init__(self, model: str, batch_size: int = 32, threads: int | None = None,
                  n_ctx: int = 4096, prefix_reuse: bool = True, repack: bool = False):
         import llama_cpp as lc
-        from transformers import AutoTokenizer
-
+        from .backends import template_tokenizer
         from .models import gguf_tokenizer
 
         # llama.cpp logs every load step to stderr unless its logger says otherwise; quiet it
@@ -61,7 +60,9 @@ class LlamaCppBackend:
         self.lc = lc
         path = gguf_file(model)
         revision = gguf_revision(path)
-        self.tokenizer = AutoTokenizer.from_pretrained(gguf_tokenizer(path, revision))
+        # the folder's tokenizer.json without AutoTokenizer, which would import torch into a
+        # process that computes nothing with it (same ids: tests/test_llamacpp.py)
+        self.tokenizer = template_tokenizer(gguf_tokenizer(path, revision))
         self.digit_ids = digit_token_ids(self.tokenizer)
         self.batch_size, self.prefix_reuse = batch_size, prefix_reuse
         lc.llama_backend_init()

@@ -66,13 +66,16 @@ class OpenAIOptions(_Options):
 class BackendEntry:
     path: str             # "module:Class", imported only when the backend is chosen
     options: type         # the typed options its constructor takes (unknown ones are an error)
+    torch: bool = True    # computes with torch in the calling process (whose thread count the
+    #                       LLM pool's worker sets); False: its own threads, or none at all
 
 
 BACKENDS = {
     "hf": BackendEntry("ctrlrec.llm.backends:HFBackend", HFOptions),
     "vllm": BackendEntry("ctrlrec.llm.vllm_backend:VLLMBackend", VLLMOptions),
-    "openai": BackendEntry("ctrlrec.llm.remote:OpenAIBackend", OpenAIOptions),
-    "llamacpp": BackendEntry("ctrlrec.llm.llamacpp_backend:LlamaCppBackend", LlamaCppOptions),
+    "openai": BackendEntry("ctrlrec.llm.remote:OpenAIBackend", OpenAIOptions, torch=False),
+    "llamacpp": BackendEntry("ctrlrec.llm.llamacpp_backend:LlamaCppBackend", LlamaCppOptions,
+                             torch=False),
 }
 _LOADED: dict = {}
 

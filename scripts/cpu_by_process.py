@@ -1,25 +1,25 @@
-"""Where a command's CPU time goes, by kind of process (Linux only).
+"""Where a command's CPU time goes, by kind of process.
 
     python scripts/cpu_by_process.py [--out table.md] -- .venv/bin/python -m pytest
 
-runs the command and, twice a second while it runs, reads every process's CPU time from /proc;
+runs the command and, twice a second while it runs, reads every process's CPU time (psutil);
 at the end it writes a markdown table: CPU seconds per kind of process (the test or bench
 processes, Ray's task workers, LLM actors, idle workers and daemons, vLLM's engine processes),
 with the command's wall time and the machine's cores. Ray renames its workers (ray::IDLE,
 ray::<task>), so a process's kind comes from every name it showed. A process that lives less
 than half a second may be missed, and CPU time is read from the whole machine: run it on an
-otherwise idle one. It only reads /proc, so it shows where time goes, not why."""
+otherwise idle one. It shows where time goes, not why."""
 
 from __future__ import annotations
 
 import argparse
-import os
 import shlex
 import subprocess
 import sys
 import time
 
-TICK = os.sysconf("SC_CLK_TCK")
+import psutil
+
 # (text in one of the process's names, kind); the first match wins
 KINDS = [("ray::LLMWorker", "Ray LLM actor"), ("raylet", "Ray daemon (raylet)"),
          ("gcs_server", "Ray daemon (gcs)"), ("dashboard/agent.py", "Ray daemon (dashboard agent)"),
@@ -45,39 +45,45 @@ def kind(names: set[str]) -> str:
     return "other"
 
 
-def read(pid: str) -> tuple[tuple[str, str], int, str] | None:
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            stat = f.read()
-        with open(f"/proc/{pid}/cmdline", "rb") as f:
-            name = f.read().replace(b"\0", b" ").decode(errors="replace").strip()
-    except OSError:  # gone
-        return None
-    fields = stat[stat.rfind(")") + 2:].split()
-    return (pid, fields[19]), int(fields[11]) + int(fields[12]), name  # key: pid + start time
-
-
 def sample(seen: dict, first: bool) -> None:
-    for pid in os.listdir("/proc"):
-        if pid.isdigit() and (got := read(pid)) is not None:
-            key, ticks, name = got
-            entry = seen.setdefault(key, {"base": ticks if first else 0, "ticks": 0,
-                                          "names": set()})
-            entry["ticks"] = max(entry["ticks"], ticks)
-            if name:  # an exiting process shows none
-                entry["names"].add(name.split(" --")[0][:120])
+    """Add every live process's CPU time (user + system) and name to `seen`, keyed by pid and
+    start time; a process already running at the first sample counts from then on."""
+    for proc in psutil.process_iter(["create_time", "cmdline", "cpu_times"]):
+        info = proc.info
+        if info["cpu_times"] is None:  # gone, or not ours to read
+            continue
+        used = info["cpu_times"].user + info["cpu_times"].system
+        entry = seen.setdefault((proc.pid, info["create_time"]),
+                                {"base": used if first else 0.0, "cpu": 0.0, "names": set()})
+        entry["cpu"] = max(entry["cpu"], used)
+        name = " ".join(info["cmdline"] or []).strip()
+        if name:  # an exiting process shows none
+            entry["names"].add(name.split(" --")[0][:120])
+
+
+def run(command: list[str], interval: float = 0.5) -> tuple[dict, float, int]:
+    """Run `command`, sampling all processes every `interval` s: (what was seen, wall seconds,
+    exit code)."""
+    seen: dict = {}
+    sample(seen, first=True)
+    t0 = time.monotonic()
+    proc = subprocess.Popen(command)
+    while proc.poll() is None:
+        time.sleep(interval)
+        sample(seen, first=False)
+    return seen, time.monotonic() - t0, proc.returncode
 
 
 def table(seen: dict, wall: float, rc: int, command: list[str]) -> str:
     totals: dict[str, list] = {}
     for entry in seen.values():
-        used = (entry["ticks"] - entry["base"]) / TICK
+        used = entry["cpu"] - entry["base"]
         if used > 0:
             row = totals.setdefault(kind(entry["names"]), [0, 0.0])
             row[0] += 1
             row[1] += used
     cpu = sum(s for _, s in totals.values())
-    cores = len(os.sched_getaffinity(0))
+    cores = len(psutil.Process().cpu_affinity())
     shown = shlex.join(command).replace("\n", "\\n")  # one line, whatever the command holds
     lines = [f"`{shown}`: exit {rc}, {wall:.0f} s wall on {cores} cores "
              f"({cores * wall:.0f} CPU-seconds available), {cpu:.0f} CPU-seconds used "
@@ -97,19 +103,13 @@ def main(argv: list[str] | None = None) -> int:
     command = args.command[1:] if args.command[:1] == ["--"] else args.command
     if not command:
         ap.error("give the command to run after --")
-    seen: dict = {}
-    sample(seen, first=True)  # what already runs counts from now on
-    t0 = time.monotonic()
-    proc = subprocess.Popen(command)
-    while proc.poll() is None:
-        time.sleep(args.interval)
-        sample(seen, first=False)
-    text = table(seen, time.monotonic() - t0, proc.returncode, command)
+    seen, wall, rc = run(command, args.interval)
+    text = table(seen, wall, rc, command)
     sys.stdout.write(text)
     if args.out:
         with open(args.out, "w") as f:
             f.write(text)
-    return proc.returncode
+    return rc
 
 
 if __name__ == "__main__":

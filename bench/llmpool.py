@@ -47,7 +47,7 @@ class LLMWorker:
             from ctrlrec.llm.registry import BACKENDS, load_backend
 
             backend, model, options = self.args
-            if BACKENDS[backend].torch:  # else torch is never imported here (~3 s, ~200 MB)
+            if BACKENDS[backend].torch:  # else torch is never imported here (~3 s, ~220 MB)
                 import torch
                 torch.set_num_threads(self.threads)
             t0 = time.perf_counter()

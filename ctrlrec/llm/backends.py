@@ -81,12 +81,14 @@ def digit_token_ids(tokenizer) -> list[list[int]]:
 
 
 def template_tokenizer(path: str | Path):
-    """A tokenizer for `render` alone, where the stage only applies the chat template. A folder
+    """The model's tokenizer for processes that compute nothing with torch: stages that only
+    render prompts, and the llama.cpp backend, which also encodes and decodes with it. A folder
     with tokenizer.json loads it into transformers' plain tokenizers-backed class: AutoTokenizer
     imports torch and the generation code for the model-specific class (a fresh process loading
     the packaged tokenizer: ~9 s of CPU and 654 MB that way, ~3 s and 287 MB this way, on a
-    2-core AVX2 CPU), and the rendered text is the same (tests/test_llm.py). Other folders, and
-    hub ids, go through AutoTokenizer."""
+    2-core AVX2 CPU). The rendered text is the same (tests/test_llm.py), and so are the ids and
+    decoded text (scripts/tokenizer_agreement.py). Other folders, and hub ids, go through
+    AutoTokenizer."""
     if (Path(path) / "tokenizer.json").is_file():
         from transformers import PreTrainedTokenizerFast
         return PreTrainedTokenizerFast.from_pretrained(path)

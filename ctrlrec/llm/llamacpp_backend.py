@@ -61,7 +61,7 @@ class LlamaCppBackend:
         path = gguf_file(model)
         revision = gguf_revision(path)
         # the folder's tokenizer.json without AutoTokenizer, which would import torch into a
-        # process that computes nothing with it (same ids: tests/test_llamacpp.py)
+        # process that computes nothing with it (same ids: scripts/tokenizer_agreement.py)
         self.tokenizer = template_tokenizer(gguf_tokenizer(path, revision))
         self.digit_ids = digit_token_ids(self.tokenizer)
         self.batch_size, self.prefix_reuse = batch_size, prefix_reuse

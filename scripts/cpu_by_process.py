@@ -29,7 +29,8 @@ KINDS = [("ray::LLMWorker", "Ray LLM actor"), ("raylet", "Ray daemon (raylet)"),
          ("autoscaler/_private/monitor.py", "Ray daemon (monitor)"),
          ("VLLM::", "vLLM engine process"),
          ("vllm.entrypoints", "vLLM server"), ("bench.cli", "bench command (subprocess)"),
-         ("pytest", "pytest process"),
+         # pytest's own command lines, not any path that holds "pytest" (its temp folders do)
+         ("-m pytest", "pytest process"), ("bin/pytest", "pytest process"),
          ("exec(eval(sys.stdin.readline()))", "pytest process")]  # xdist's workers (execnet)
 
 

@@ -47,20 +47,36 @@ def silent_url():
     s.close()
 
 
-@pytest.fixture
-def rejecting_url():
-    """Answers every request with 401, as a hosted API does for a wrong key."""
+def serving(status: int, headers: dict, body: bytes):
+    """A loopback HTTP server that answers every GET with `status`, `headers` and `body`."""
     class Handler(http.server.BaseHTTPRequestHandler):
         def do_GET(self):
-            self.send_response(401)
+            self.send_response(status)
+            for k, v in headers.items():
+                self.send_header(k, v)
             self.end_headers()
-            self.wfile.write(b'{"error": "invalid api key"}')
+            self.wfile.write(body)
 
         def log_message(self, *args):
             pass
 
     srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
     threading.Thread(target=srv.serve_forever, daemon=True).start()
+    return srv
+
+
+@pytest.fixture
+def rejecting_url():
+    """Answers every request with 401, as a hosted API does for a wrong key."""
+    srv = serving(401, {}, b'{"error": "invalid api key"}')
+    yield f"http://127.0.0.1:{srv.server_address[1]}/v1"
+    srv.shutdown()
+
+
+@pytest.fixture
+def cut_off_url():
+    """Promises 100 bytes and closes after 13, as a proxy or server that dies mid-reply."""
+    srv = serving(200, {"Content-Length": "100", "Connection": "close"}, b'{"data": [1, ')
     yield f"http://127.0.0.1:{srv.server_address[1]}/v1"
     srv.shutdown()
 
@@ -184,12 +200,15 @@ def test_missing_model_package(run_cli, monkeypatch):
     assert "vllm is not installed" in msg and "scripts/setup.sh" in msg
 
 
-def test_endpoint_that_refuses_times_out_or_rejects_the_key(run_cli, refused_url, silent_url,
-                                                            rejecting_url):
+def test_endpoint_that_refuses_times_out_cuts_off_or_rejects_the_key(run_cli, refused_url,
+                                                                     silent_url, cut_off_url,
+                                                                     rejecting_url):
     msg = run_cli(openai(refused_url))
     assert "methods[0].llm.base_url" in msg and "failed after 2 tries" in msg and "refused" in msg
     msg = run_cli(openai(silent_url))
     assert "failed after 2 tries" in msg and "timed out" in msg
+    msg = run_cli(openai(cut_off_url))  # retried like a refused connection
+    assert "failed after 2 tries" in msg and "IncompleteRead" in msg
     msg = run_cli(openai(rejecting_url))  # a client error is not retried
     assert "failed after 1 try" in msg and "HTTP 401" in msg
 

@@ -7,6 +7,7 @@ and is never stored in identities, manifests or logs."""
 
 from __future__ import annotations
 
+import http.client
 import json
 import os
 import time
@@ -69,7 +70,9 @@ class OpenAIBackend:
                     break  # a client error will not go away by retrying
             except (urllib.error.URLError, TimeoutError, ConnectionError) as exc:
                 last = f"{type(exc).__name__}: {getattr(exc, 'reason', exc)}"
-            except ValueError:  # a proxy's HTML page, a cut-off reply
+            except http.client.HTTPException as exc:  # a reply cut off mid-body, a bad status line
+                last = f"{type(exc).__name__}: {exc}"
+            except ValueError:  # a proxy's HTML page
                 last = "the reply is not JSON"
             if attempt < self.retries:
                 time.sleep(min(2 ** attempt, 30))

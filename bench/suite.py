@@ -201,6 +201,22 @@ class PoolCfg(Strict):
         return self.kind == "shortlist" and any(n in EMBEDDING_NOMINATORS
                                                 for n, _ in self.nominators())
 
+    def describe(self) -> str:
+        """'all', or the shortlist's nominators and sizes: 'shortlist(engagement 8 + random 8)'."""
+        if self.kind == "all":
+            return "all"
+        return f"shortlist({' + '.join(f'{n} {v}' for n, v in self.nominators())})"
+
+    def guaranteed_items(self) -> int | None:
+        """The fewest candidates the shortlist can give a user, where the suite alone says: each of
+        engagement, random and untrained puts forward its N items, but they may overlap, so only
+        the largest counts. None where the data decides: `all` (the user's unseen items), and a
+        `per_category` sample (one sample less what the user rated in train, from however many
+        categories the dataset has)."""
+        if self.kind == "all" or self.per_category:
+            return None
+        return max(v for _, v in self.nominators())
+
 
 class DistillCfg(Strict):
     """The distilled method: LLM-written training requests, teacher labels, two-tower training."""

@@ -151,6 +151,21 @@ def load_suite(path: str | Path, overrides: list[str] = ()) -> Suite:
             raise SuiteError(f"--set {text}: {keys[-2]} is not a section")
         source = f"{path} (with --set)"
     try:
-        return Suite.model_validate(raw)
+        suite = Suite.model_validate(raw)
     except ValidationError as err:
         raise SuiteError(_one_line(source, err, raw)) from None
+    _check_pool_holds_k(suite, source)
+    return suite
+
+
+def _check_pool_holds_k(suite: Suite, source: str) -> None:
+    """A shortlist that can give a user fewer items than the largest k would leave that user's
+    top-k short (the sweep refuses to fill it with train items). Checked here, not in the schema,
+    so that manifests of runs made before the check still read back."""
+    least = suite.pool.guaranteed_items()
+    k = max([*suite.k, *(suite.judge.k if suite.judge else [])])
+    if least is not None and least < k:
+        raise SuiteError(f"{source}: pool: {suite.pool.describe()} guarantees a user only {least} "
+                         f"items (nominators may overlap, so only the largest counts), fewer than "
+                         f"the largest k, {k}; allowed: engagement, random or untrained of at "
+                         f"least {k}, or k up to {least}")

@@ -73,16 +73,33 @@ def combine(rule: str, e: np.ndarray, r: np.ndarray, w: float) -> np.ndarray:
     return comb(e, r, w)
 
 
+class TooFewCandidates(ValueError):
+    """Rows with fewer than k candidates: their top-k could only be filled with non-candidates
+    (items the user saw in train). `rows` and `counts`: those rows and their candidate counts."""
+
+    def __init__(self, k: int, rows: np.ndarray, counts: np.ndarray):
+        self.k, self.rows, self.counts = k, rows, counts
+        super().__init__(f"top-{k} asked of {len(rows)} row(s) with fewer than {k} candidates "
+                         f"(row {rows[0]}: {counts[0]}); a non-candidate is never recommended")
+
+
 def top_k(scores: np.ndarray, k: int, tiebreak: np.ndarray | None = None) -> np.ndarray:
-    """users × k column indices of the highest scores, best first; NaN is never chosen.
+    """users × k column indices of the highest scores, best first; NaN (a non-candidate) is never
+    chosen: a row with fewer than k non-NaN scores raises TooFewCandidates.
 
     Equal scores are ordered by `tiebreak` (in [0, 1], higher first; the sweep passes the engagement
     rank): it is added at a 1e-9 scale, far below the smallest gap between two distinct rank-based
     scores (about 1e-5 for 1,682 items), so it only decides ties."""
     key = scores.astype(np.float64, copy=True)
+    out = np.isnan(key)
+    counts = key.shape[1] - out.sum(axis=1)
+    short = np.flatnonzero(counts < k)
+    if short.size:  # argpartition would fill these rows with non-candidates
+        raise TooFewCandidates(k, short, counts[short])
     if tiebreak is not None:
         key += 1e-9 * np.nan_to_num(tiebreak, nan=0.0)
-    key[np.isnan(key)] = -np.inf
+    key[np.isneginf(key)] = np.finfo(np.float64).min  # a candidate still beats every non-candidate
+    key[out] = -np.inf
     part = np.argpartition(-key, k - 1, axis=1)[:, :k]
     order = np.argsort(-np.take_along_axis(key, part, axis=1), axis=1, kind="stable")
     return np.take_along_axis(part, order, axis=1)

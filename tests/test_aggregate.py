@@ -57,6 +57,27 @@ def test_train_items_are_never_recommended(rule):
     assert np.take_along_axis(np.broadcast_to(cand, (4, 20, 30)), tops, axis=2).all()
 
 
+@pytest.mark.parametrize("rule", A.RULES)
+def test_a_row_with_fewer_candidates_than_k_is_refused_not_filled_with_train_items(rule):
+    # 3 candidates of 10 items: a top-5 could only be filled with items seen in train
+    rng = np.random.default_rng(0)
+    eng, req = rng.random((2, 10)), rng.random((2, 10))
+    cand = np.zeros((2, 10), dtype=bool)
+    cand[0, [1, 4, 7]] = True
+    cand[1, :6] = True
+    with pytest.raises(A.TooFewCandidates, match=r"top-5 asked of 1 row.*\(row 0: 3\)") as err:
+        A.sweep(rule, eng, req, cand, [0.0, 1.0], 5)
+    assert err.value.rows.tolist() == [0] and err.value.counts.tolist() == [3]
+    tops = A.sweep(rule, eng, req, cand, [0.0, 1.0], 3)  # k within every row: candidates only
+    assert np.take_along_axis(np.broadcast_to(cand, (2, 2, 10)), tops, axis=2).all()
+    assert sorted(tops[0, 0]) == [1, 4, 7]
+
+
+def test_a_candidate_scored_minus_infinity_still_beats_every_non_candidate():
+    top = A.top_k(np.array([[np.nan, -np.inf, np.nan, 2.0]]), 2)
+    assert top[0].tolist() == [3, 1]
+
+
 def test_ties_go_to_the_more_engaging_item():
     top = A.top_k(np.array([[0.5, 0.5, 0.5, 0.1]]), 2, tiebreak=np.array([[0.0, 1.0, 0.5, 0.9]]))
     assert top[0].tolist() == [1, 2]

@@ -122,6 +122,29 @@ def test_per_category_sample_covers_every_request_category_alike_for_all_users(d
     assert not np.array_equal((other["nominated"] & BIT["per_category"]) > 0, mine)
 
 
+def test_a_user_short_of_k_candidates_stops_the_sweep_naming_the_user(ds, eng):
+    split = split_of(ds)
+    users = split.user_ids[:4]
+    req = requests(users)
+    pool = pool_stage({**shortlist(engagement=3, random=0), "seed": 0}, ds, eng, req)
+    assert (pool["pool"].sum(axis=1) == 3).all()
+    cfg = {"rows": [0, 4], "aggregation": "rank", "ws": [0.0, 1.0], "ks": [5, 10]}
+    vals = {"values": np.random.default_rng(0).random(pool["pool"].shape)}
+    with pytest.raises(ValueError, match=f"user {users[0]} has 3 candidate items \\(the pool's "
+                                         "shortlist\\), fewer than k 10 \\(4 such users"):
+        sweep_stage(cfg, ds, eng, vals, req, pool)
+    out = sweep_stage({**cfg, "ks": [3]}, ds, eng, vals, req, pool)
+    assert (out["per_user"].in_pool == 1).all()
+
+
+def test_nominator_top_n_takes_every_candidate_of_a_user_with_fewer():
+    from bench.stages.data import _top_n
+
+    cand = np.array([[True, False, True, False, True], [True, True, True, True, True]])
+    mask = _top_n(np.array([[5.0, 9, 1, 9, 3], [5, 4, 3, 2, 1]]), cand, 4)
+    assert mask.tolist() == [[True, False, True, False, True], [True, True, True, True, False]]
+
+
 def test_provenance_shares_by_hand():
     # 2 users × 6 items; bits: engagement 1, random 2; item 5 is outside the pool
     nominated = np.array([[1, 1, 2, 3, 0, 0], [2, 0, 1, 1, 2, 0]], dtype=np.uint8)

@@ -103,6 +103,26 @@ def test_backend_and_request_rules(tmp_path):
     assert "judge.k" in msg
 
 
+def test_a_shortlist_must_guarantee_the_largest_k_per_user(tmp_path):
+    # engagement 3 nominates 3 items per user: a top-10 would need 7 items seen in train
+    msg = error_of(tmp_path, BASE + "pool: {kind: shortlist, engagement: 3, random: 0}\n"
+                   "k: [5, 10]\n")
+    assert msg == (f"{tmp_path / 's.yaml'}: pool: shortlist(engagement 3) guarantees a user only "
+                   "3 items (nominators may overlap, so only the largest counts), fewer than the "
+                   "largest k, 10; allowed: engagement, random or untrained of at least 10, or k "
+                   "up to 3")
+    # the random sample may fall inside the engagement top: 8 + 8 guarantees 8, not 16
+    msg = error_of(tmp_path, BASE + "pool: {kind: shortlist, engagement: 8, random: 8}\n",
+                   ["k=[5, 10]"])
+    assert "(with --set): pool: shortlist(engagement 8 + random 8) guarantees a user only 8" in msg
+    for ok in ("pool: {kind: shortlist, engagement: 3, random: 10}\nk: [5, 10]\n",
+               "pool: {kind: shortlist, engagement: 5, random: 0}\nk: [5]\n",
+               # per_category's size per user is the data's (less the user's train items)
+               "pool: {kind: shortlist, engagement: 3, random: 0, per_category: 1}\nk: [10]\n",
+               "pool: {kind: all}\nk: [100]\n"):
+        load_suite(write(tmp_path, BASE + ok))
+
+
 def test_own_requests_enter_the_plan_only_when_asked(tmp_path):
     from bench.plan import build_plan
     suite = Path(__file__).parent.parent / "suites" / "genre_direct.yaml"

@@ -180,8 +180,12 @@ def _nominator_scores(name: str, cfg: dict, eng: dict, req: dict, emb: dict | No
 
 
 def _top_n(scores: np.ndarray, candidates: np.ndarray, n: int) -> np.ndarray:
-    """users × items mask of each user's n best-scored candidates."""
-    top = aggregate.top_k(np.where(candidates, scores, np.nan), min(n, candidates.shape[1]))
-    mask = np.zeros_like(candidates)
-    np.put_along_axis(mask, top, True, axis=1)
-    return mask & candidates
+    """users × items mask of each user's n best-scored candidates (all of them, where fewer)."""
+    mask = candidates.copy()
+    full = candidates.sum(axis=1) > n  # top_k refuses a row holding fewer than n candidates
+    if full.any():
+        top = aggregate.top_k(np.where(candidates[full], scores[full], np.nan), n)
+        picked = np.zeros((int(full.sum()), candidates.shape[1]), dtype=bool)
+        np.put_along_axis(picked, top, True, axis=1)
+        mask[full] = picked
+    return mask

@@ -35,8 +35,16 @@ def sweep_stage(cfg: dict, ds: dict, eng: dict, vals: dict, req: dict, pool: dic
                           for g in requests.genre])
     ws, ks = cfg["ws"], sorted(cfg["ks"])
     in_genre = (candidates & genre_flags[:, requested].T).sum(axis=1)  # requested-genre candidates
-    tops = aggregate.sweep(cfg["aggregation"], eng["scores"][rows], vals["values"][lo:hi],
-                           candidates, ws, max(ks))
+    try:
+        tops = aggregate.sweep(cfg["aggregation"], eng["scores"][rows], vals["values"][lo:hi],
+                               candidates, ws, max(ks))
+    except aggregate.TooFewCandidates as exc:  # say who, and where the pool comes from
+        over = "every non-train item" if cfg.get("pool") == "all" else "the pool's shortlist"
+        raise ValueError(
+            f"user {requests.user_id.iloc[exc.rows[0]]} has {exc.counts[0]} candidate items "
+            f"({over}), fewer than k {exc.k} ({len(exc.rows)} such users among rows {lo}:{hi}): "
+            "the top-k would hold items the user saw in train; lower k or nominate at least k "
+            "items per user") from exc
     frames = []
     for wi, w in enumerate(ws):
         for k in ks:

@@ -133,6 +133,34 @@ def test_mean_and_sd_over_seeds_on_constructed_rows():
                                   one.drop(columns="seed"))
 
 
+def test_a_first_seed_interval_left_nan_stays_nan_not_the_next_seeds():
+    # seed 0 has a single cluster: no interval, no test; seeds 1 and 2 have both
+    keys = {"method": "direct", "context": "none", "aggregation": "rank", "pool": "all", "k": 5}
+    t1 = by_seed.over_seeds(pd.DataFrame({
+        **keys, "max_satisfaction": [0.5, 0.6, 0.7], "ci_low": [np.nan, 0.4, 0.45],
+        "ci_high": [np.nan, 0.7, 0.75], "unit": "request", "n_clusters": [1, 12, 13],
+        "seed": [0, 1, 2]}), by_seed.TABLE1)
+    row = t1.iloc[0]
+    assert np.isnan(row.ci_low) and np.isnan(row.ci_high) and row.n_clusters == 1
+    assert row.max_satisfaction == pytest.approx(0.6)  # means still over every seed
+    pairs = by_seed.over_seeds(pd.DataFrame({
+        **{c: keys[c] for c in ("context", "aggregation", "pool", "k")}, "method_a": "direct",
+        "method_b": "untrained", "diff": [0.1, 0.2, 0.3], "ci_low": [np.nan, 0.1, 0.2],
+        "ci_high": [np.nan, 0.3, 0.4], "p_value": [np.nan, 0.01, 0.02], "n_clusters": [1, 12, 13],
+        "seed": [0, 1, 2]}), by_seed.PAIRED)
+    assert pairs[["ci_low", "ci_high", "p_value"]].isna().all(axis=None)
+    pareto = by_seed.over_seeds(pd.DataFrame({
+        **keys, "area_vs_precision": [0.5, 0.6, 0.7], "area_ci_low": [np.nan, 0.4, 0.5],
+        "area_ci_high": [np.nan, 0.8, 0.9], "seed": [0, 1, 2]}), by_seed.PARETO)
+    assert pareto[["area_ci_low", "area_ci_high"]].isna().all(axis=None)
+    # the report's table shows the gap under the first seed's header
+    from bench.report.render import html_rows
+    from bench.report.sections import table1_section
+    table = table1_section("genre_accuracy", by_seed.with_spread(t1)).tables[0]
+    shown = dict(zip(table.frame.columns, html_rows(table)[0]))
+    assert shown["ci_low (first seed)"] == shown["ci_high (first seed)"] == "–"
+
+
 def test_selected_w_and_plot_cells_average_over_seeds():
     from bench.report.tables import selected_w
     cells = pd.DataFrame([{"method": "untrained", "context": "none", "aggregation": "rank",

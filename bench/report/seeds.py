@@ -70,7 +70,9 @@ def over_seeds(frame: pd.DataFrame | None, spec: tuple) -> pd.DataFrame | None:
     out = groups[[c for c in frame.columns if c not in keys + first + ["seed"]]].mean()
     for c in [c for c in spread if c in frame]:
         out[f"{c}_sd"] = groups[c].std(ddof=1)
-    out = out.join(groups[first].first()) if first else out
+    # the first seed's row as it is: GroupBy.first() skips NaN, so a first-seed interval left NaN
+    # (fewer than 2 clusters) would show the next seed's under the first seed's name
+    out = out.join(groups[first].agg(lambda s: s.iloc[0])) if first else out
     out["n_seeds"] = groups["seed"].nunique()
     order = [c for c in frame.columns if c in out.columns]  # the per-seed column order
     return out[order + [c for c in out.columns if c not in order]].reset_index()

@@ -199,6 +199,38 @@ def test_leaderboard_over_two_runs_and_a_corrupt_folder(tmp_path):
     assert "## Skipped folders" in text and "alpha/broken" in text and "| beta" in text
 
 
+def test_leaderboard_ranks_a_row_only_among_rows_over_the_same_candidates(tmp_path):
+    # a per_category shortlist lets a method reach far more than an 8 + 8 one (genre ceilings
+    # ~0.93 and ~0.47): the narrow pool's runs must not be ranked between the wide pool's
+    pools = {"wide": ({"kind": "shortlist", "engagement": 8, "random": 0, "per_category": 3},
+                      0.80),
+             "narrow": ({"kind": "shortlist", "engagement": 8, "random": 8}, 0.85),
+             "wide2": ({"kind": "shortlist", "engagement": 8, "random": 0, "per_category": 3},
+                       0.90),
+             # written before `random` existed: the suite reads it as no random sample
+             "old": ({"kind": "shortlist", "engagement": 20, "untrained": 20}, 0.95)}
+    for run, (pool, sat) in pools.items():
+        folder = tmp_path / "genre" / run
+        folder.mkdir(parents=True)
+        (folder / "manifest.json").write_text(json.dumps({
+            "suite": {"name": "genre", "engagement": {"model": "bivae"}, "pool": pool,
+                      "methods": [{"name": "untrained"}]},
+            "git_commit": "f" * 40, "git": {"commit": "f" * 40, "dirty": False}}))
+        (folder / "table1.csv").write_text(
+            "method,context,aggregation,pool,k,max_satisfaction,ci_low,ci_high,w_control,"
+            f"precision\nuntrained,none,rank,shortlist,5,{sat},0.1,0.9,0.5,0.1\n"
+            f"untrained,none,rank,all,5,{sat - 0.5},0.1,0.9,0.5,0.1\n")
+    df, skipped = collect_all(tmp_path)
+    assert skipped == []
+    assert list(zip(df.pool, df.run)) == [
+        ("all", "old"), ("all", "wide2"), ("all", "narrow"), ("all", "wide"),
+        ("shortlist(engagement 20 + untrained 20)", "old"),
+        ("shortlist(engagement 8 + per_category 3)", "wide2"),
+        ("shortlist(engagement 8 + per_category 3)", "wide"),
+        ("shortlist(engagement 8 + random 8)", "narrow")]
+    assert "| shortlist(engagement 8 + random 8) " in write(tmp_path)
+
+
 # ---------------------------------------------------------------- bench show
 
 def test_show_table_rows_and_extremes():

@@ -66,7 +66,12 @@ class LLMWorker:
             backend.batch_size = batch_size
             backend.settings = {**backend.settings, "batch_size": batch_size}
         t0 = time.perf_counter()
-        out = backend.rate(inputs) if kind == "rate" else backend.generate(inputs, **params)
+        try:
+            out = backend.rate(inputs) if kind == "rate" else backend.generate(inputs, **params)
+        except Exception:
+            if getattr(backend, "closed", False):  # its engine died: the next call loads anew
+                self.backend = None
+            raise
         busy = time.perf_counter() - t0
         self.busy += busy
         self.prompts += len(inputs)
@@ -244,7 +249,7 @@ def _stats(ref) -> dict:
 
 class PoolExecutor:
     """Runs shards on a pool's actors, one shard per actor at a time, yielding (index, answers)
-    as shards finish. A shard whose actor died is handed to the next free actor, up to
+    as shards finish. A shard whose actor or engine died is handed to the next free actor, up to
     `retries` times; every wait has a timeout."""
 
     def __init__(self, actors: list, batch_size: int | None = None, caller: str = "",
@@ -262,6 +267,8 @@ class PoolExecutor:
         import ray
         from ray.exceptions import RayActorError, WorkerCrashedError
 
+        from ctrlrec.llm.backends import EngineDied
+
         queue = list(range(len(shards)))
         tries = {i: 0 for i in queue}
         free = list(self.actors)
@@ -277,7 +284,9 @@ class PoolExecutor:
                 free.append(actor)  # a restarted actor serves again
                 try:
                     out, settings, work = ray.get(ref)
-                except (RayActorError, WorkerCrashedError) as exc:
+                # a dead worker process, or a live one whose engine died (Ray raises that as
+                # a RayTaskError that is also an EngineDied): the shard goes to the next worker
+                except (RayActorError, WorkerCrashedError, EngineDied) as exc:
                     tries[i] += 1
                     self.work["retried_shards"] += 1
                     if tries[i] > self.retries:

@@ -27,12 +27,15 @@ REQUESTS, ITEMS = RATING_REQUESTS, RATING_ITEMS
 TINY_TOL = 1e-4
 
 
+# as a pool worker (bench/llmpool.py LLMWorker) loads it: the crash test's worker gets this engine
+TINY_OPTIONS = {"dtype": "float32", "threads": 1, "kv_cache_gib": 0.25, "batch_size": 8}
+
+
 @pytest.fixture(scope="module")
 def tiny_vllm(rating_model_dir):
-    from ctrlrec.llm.vllm_backend import VLLMBackend
+    from ctrlrec.llm.registry import load_backend
 
-    be = VLLMBackend(str(rating_model_dir), dtype="float32", threads=1, kv_cache_gib=0.25,
-                     batch_size=8)
+    be = load_backend("vllm", str(rating_model_dir), **TINY_OPTIONS)
     yield be
     be.close()
 
@@ -76,6 +79,9 @@ def test_generation_is_deterministic_greedy_and_matches_hf(tiny_vllm, tiny_hf):
     sampled = tiny_vllm.generate(texts, max_new_tokens=6, temperature=1.0, seed=3)
     assert sampled == tiny_vllm.generate(texts, max_new_tokens=6, temperature=1.0, seed=3)
     assert sampled != tiny_vllm.generate(texts, max_new_tokens=6, temperature=1.0, seed=4)
+    # a text's sample is its own, wherever it stands in the call: a retry that asks again only
+    # the texts that failed (ctrlrec/requests.py) with the next seed gets new samples
+    assert tiny_vllm.generate(texts[1:], max_new_tokens=6, temperature=1.0, seed=3) == sampled[1:]
 
 
 def test_engines_of_one_pool_take_distinct_cores():
@@ -86,21 +92,41 @@ def test_engines_of_one_pool_take_distinct_cores():
     assert engine_cores([0, 1], None) == [0, 1] and engine_cores([0, 1], 4, 1) == [1, 0]
 
 
-def test_a_crashed_engine_leaves_no_process_behind(tiny_vllm):
+def test_a_pool_worker_whose_engine_dies_leaves_no_process_behind_and_loads_it_again(
+        tiny_vllm, rating_model_dir):
     """The engine core dies while its worker ignores SIGTERM (stopped, as a hung worker would):
-    the failing call closes the backend, which kills them both. Runs last: it ends the engine."""
+    the failing call closes the backend, which kills them both, and raises EngineDied; the LLM
+    pool's worker drops the backend and loads a fresh engine for its next shard, which the pool
+    asks again (Ray hands the error to bench/llmpool.py's PoolExecutor as an EngineDied). Runs
+    last: it ends the module's engine."""
     import psutil
+    from ray.exceptions import RayTaskError
 
+    from bench.llmpool import LLMWorker
+    from ctrlrec.llm.backends import EngineDied
+
+    worker = LLMWorker("vllm", str(rating_model_dir), TINY_OPTIONS, threads=1)
+    prompts = rating_prompts(tiny_vllm)[:2]
+    before = worker.run("rate", prompts, {})[0]
+    assert worker.backend is tiny_vllm  # one engine per process and configuration
     procs = list(tiny_vllm._procs)
     names = [p.name() for p in procs]
     assert any("EngineCore" in n for n in names) and any("Worker" in n for n in names)
     for p in procs:
         (p.kill if "EngineCore" in p.name() else p.suspend)()
-    with pytest.raises(Exception):
-        tiny_vllm.rate(rating_prompts(tiny_vllm)[:2])
+    with pytest.raises(EngineDied) as died:
+        worker.run("rate", prompts, {})
     gone = lambda p: not p.is_running() or p.status() == psutil.STATUS_ZOMBIE  # noqa: E731
     assert all(gone(p) for p in procs)
-    assert tiny_vllm.engine is None
+    assert tiny_vllm.closed and worker.backend is None
+    assert isinstance(RayTaskError("run", "", died.value).as_instanceof_cause(), EngineDied)
+    try:
+        again = worker.run("rate", prompts, {})[0]
+        assert worker.backend is not tiny_vllm and not worker.backend.closed
+        assert np.abs(expected(again) - expected(before)).max() < TINY_TOL
+    finally:
+        if worker.backend is not None:
+            worker.backend.close()
 
 
 # ---- vLLM's own OpenAI-compatible server

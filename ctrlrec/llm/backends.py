@@ -111,6 +111,12 @@ def fill(template: RatePrompt, item: str) -> RatePrompt:
     return RatePrompt(template.prefix, item + template.suffix)
 
 
+class EngineDied(RuntimeError):
+    """The engine behind a backend died during a call (e.g. the OOM killer took its process);
+    the backend has closed itself (`closed`), and a fresh load serves again. The LLM pool's
+    worker then drops it and the shard is asked again (bench/llmpool.py)."""
+
+
 class LLMBackend(Protocol):
     """What every backend provides. `identity` holds what its answers depend on (it enters every
     cache key, via `llm_identity`); `settings` adds runtime details for manifests."""

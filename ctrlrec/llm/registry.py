@@ -100,7 +100,7 @@ def load_backend(name: str, model: str, **options) -> LLMBackend:
         raise ValueError(f"{name} backend option {'.'.join(map(str, e['loc']))}: {e['msg']}; "
                          f"allowed: {', '.join(entry.options.model_fields)}") from None
     key = (name, model, json.dumps(opts, sort_keys=True, default=str))
-    if key not in _LOADED:
+    if key not in _LOADED or getattr(_LOADED[key], "closed", False):  # closed: its engine died
         module, cls = entry.path.split(":")
         _LOADED[key] = getattr(importlib.import_module(module), cls)(model, **opts)
     return _LOADED[key]

@@ -153,6 +153,45 @@ def test_identity_names_the_engine_and_the_file(tiny_pair):
     assert len(lcpp.identity["revision"]) == 16
 
 
+@pytest.mark.slow
+def test_a_stage_reaches_a_gguf_file_by_its_path(tiny_pair, tmp_path):
+    """`model: /path/x.gguf` in a suite: the stage renders prompts with the tokenizer read from
+    the file (there is no model folder), keys answers by the file's own revision (another file
+    at the same path is another model), and its cached answers are the backend's."""
+    from bench.stages.llm import open_llm
+    from ctrlrec.llm.backends import render
+    from ctrlrec.llm.prompts import rating_chat
+
+    hf, lcpp = tiny_pair
+    llm = {"backend": "llamacpp", "model": lcpp.identity["model"], "dtype": "gguf",
+           "batch_size": 3, "threads": 1, "n_ctx": 1024}
+    cached, tok = open_llm(llm, {"llm_cache": tmp_path / "answers.sqlite"})
+    assert cached.identity["revision"] == lcpp.identity["revision"]
+    chat = rating_chat(RATING_REQUESTS[0])
+    assert render(tok, chat) == hf.render(chat)
+    prompts = rating_prompts(hf, RATING_REQUESTS[:1], RATING_ITEMS[:4])
+    assert expected(cached.rate(prompts)).tolist() == expected(lcpp.rate(prompts)).tolist()
+    assert cached.calls == 4
+
+
+@pytest.mark.slow
+def test_a_pool_worker_records_the_batch_llamacpp_really_runs(tiny_pair):
+    """llama.cpp fixes its parallel sequences when it loads, for the first stage's batch; a later
+    stage of the same pool that asks for a larger one gets, and records, the loaded one."""
+    from bench.llmpool import LLMWorker
+
+    hf, lcpp = tiny_pair
+    worker = LLMWorker("llamacpp", lcpp.identity["model"], {"batch_size": 2, "threads": 1,
+                                                             "n_ctx": 1024}, threads=1)
+    prompts = rating_prompts(hf, RATING_REQUESTS[:1], RATING_ITEMS[:5])
+    try:
+        answers, settings, _ = worker.run("rate", prompts, {}, batch_size=8)
+        assert settings["batch_size"] == worker.backend.batch_size == 2
+        assert np.abs(expected(answers) - expected(lcpp.rate(prompts))).max() < 0.01
+    finally:
+        worker.backend.close()
+
+
 def test_a_suite_names_a_gguf_or_a_packaged_model():
     from bench.checks import preflight
     from bench.suitefile import SuiteError, load_suite

@@ -114,3 +114,25 @@ def test_generation_is_cached_too(tiny, tmp_path):
     assert llm.generate([text], max_new_tokens=3) == out and llm.calls == 1
     llm.generate([text], max_new_tokens=4)
     assert llm.calls == 2
+
+
+def test_a_model_folder_lands_once_and_replaces_only_an_unfinished_one(tmp_path):
+    """Two stages that build the same model folder at once (a GGUF's tokenizer, a dequantised
+    model) each write a private copy: the first finished copy stays, the later one is dropped,
+    and a leftover of an interrupted build (no DONE) is replaced."""
+    from ctrlrec.llm.models import land
+
+    def built(name, text):
+        d = tmp_path / name
+        d.mkdir()
+        (d / "tokenizer.json").write_text(text)
+        (d / "DONE").write_text("")
+        return d
+
+    out = tmp_path / "tok"
+    out.mkdir()
+    (out / "tokenizer.json").write_text("half")  # interrupted: no DONE
+    land(built("a", "first"), out)
+    land(built("b", "second"), out)
+    assert (out / "tokenizer.json").read_text() == "first"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["tok"]

@@ -12,13 +12,13 @@ def open_llm(llm: dict, runtime: dict | None = None):
     that serve this model, when the runner started a pool; else this process loads it)."""
     from ctrlrec.llm import backends, registry
     from ctrlrec.llm.cache import CachedLLM, LLMCache
-    from ctrlrec.llm.models import resolve_llm
+    from ctrlrec.llm.models import llm_source
     from ctrlrec.llm.prompts import PROMPTS_VERSION
     from ctrlrec.paths import llm_cache_path
 
-    path = resolve_llm(llm.get("tokenizer") or llm["model"])
-    identity = {**backends.llm_identity(llm["backend"], llm["model"], llm["dtype"],
-                                        backends.model_revision(path), llm.get("base_url")),
+    path, revision = llm_source(llm["model"], llm.get("tokenizer"))
+    identity = {**backends.llm_identity(llm["backend"], llm["model"], llm["dtype"], revision,
+                                        llm.get("base_url")),
                 "prompts": PROMPTS_VERSION}
     runtime = runtime or {}
     options = registry.backend_options(llm["backend"], {**llm, **runtime.get("llm", {})})

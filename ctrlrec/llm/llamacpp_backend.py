@@ -35,14 +35,6 @@ def gguf_file(model: str) -> Path:
                      f"packaged alias ({', '.join(PACKAGED_LLMS)}) nor a .gguf file")
 
 
-def gguf_revision(path: Path) -> str:
-    """Name, size and the first MiB of the file: enough to tell two GGUFs apart, and cheap."""
-    h = hashlib.sha256(f"{path.name}:{path.stat().st_size}".encode())
-    with open(path, "rb") as f:
-        h.update(f.read(1 << 20))
-    return h.hexdigest()[:16]
-
-
 class LlamaCppBackend:
     name = "llamacpp"
 
@@ -50,7 +42,7 @@ class LlamaCppBackend:
                  n_ctx: int = 4096, prefix_reuse: bool = True, repack: bool = False):
         import llama_cpp as lc
         from .backends import template_tokenizer
-        from .models import gguf_tokenizer
+        from .models import gguf_revision, gguf_tokenizer
 
         # llama.cpp logs every load step to stderr unless its logger says otherwise; quiet it
         # only where nobody has configured that logger

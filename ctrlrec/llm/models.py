@@ -8,6 +8,9 @@ loads read that folder."""
 
 from __future__ import annotations
 
+import hashlib
+import shutil
+import tempfile
 from pathlib import Path
 
 from ..packaged import SplitPackage, assemble
@@ -58,10 +61,35 @@ def ensure_gguf(alias: str) -> Path:
     return gguf
 
 
+def gguf_revision(path: Path) -> str:
+    """Name, size and the first MiB of the file: enough to tell two GGUFs apart, and cheap."""
+    h = hashlib.sha256(f"{path.name}:{path.stat().st_size}".encode())
+    with open(path, "rb") as f:
+        h.update(f.read(1 << 20))
+    return h.hexdigest()[:16]
+
+
+def llm_source(model: str, tokenizer: str | None = None) -> tuple[str, str]:
+    """(the folder whose tokenizer renders prompts, the revision that enters answer keys) for an
+    llm config's `model` and `tokenizer`. A .gguf file's revision is the file's own and its
+    tokenizer, unless one is named, is read from it; anything else is resolved as a folder (a
+    packaged alias: its dequantised folder) or a hub id."""
+    from .backends import model_revision
+
+    gguf = Path(model).expanduser()
+    if model not in PACKAGED_LLMS and model.endswith(".gguf") and gguf.is_file():
+        revision = gguf_revision(gguf)
+        return (resolve_llm(tokenizer) if tokenizer
+                else str(gguf_tokenizer(gguf, revision))), revision
+    path = resolve_llm(tokenizer or model)
+    return path, model_revision(path)
+
+
 def gguf_tokenizer(gguf: Path, revision: str) -> Path:
     """A folder with the transformers tokenizer of a GGUF model: a packaged model's dequantised
     folder where it exists, else the tokenizer read once from the GGUF into the cache (the
-    GGUF's own folder may be read-only)."""
+    GGUF's own folder may be read-only). Processes that read it at once each write a private
+    folder and the first to land wins (`land`)."""
     hf = gguf.parent / "hf-bf16"
     if (hf / "DONE").exists():
         return hf
@@ -69,14 +97,28 @@ def gguf_tokenizer(gguf: Path, revision: str) -> Path:
     if not (out / "DONE").exists():
         from transformers import AutoTokenizer
 
-        tmp = out.with_name(out.name + ".tmp")
+        out.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=out.name + ".", dir=out.parent))
         AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name).save_pretrained(tmp)
         (tmp / "DONE").write_text(f"read from {gguf.name}\n")
-        if out.exists():
-            import shutil
-            shutil.rmtree(out)
-        tmp.rename(out)
+        land(tmp, out)
     return out
+
+
+def land(tmp: Path, out: Path) -> None:
+    """Put a finished folder (it holds DONE) in place at `out`. Where another process's finished
+    copy landed first, that one stays and `tmp` is dropped; a leftover of an interrupted write
+    (no DONE) is replaced."""
+    for _ in range(2):
+        try:
+            tmp.rename(out)
+            return
+        except OSError:
+            if (out / "DONE").exists():
+                shutil.rmtree(tmp, ignore_errors=True)
+                return
+            shutil.rmtree(out, ignore_errors=True)
+    tmp.rename(out)
 
 
 def _dequantise(gguf: Path, out: Path) -> None:
@@ -100,11 +142,9 @@ def _dequantise(gguf: Path, out: Path) -> None:
     model.config.quantization_config = None
     if hasattr(model.config, "quantization_config"):
         del model.config.quantization_config
-    tmp = out.with_name(out.name + ".tmp")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=out.name + ".", dir=out.parent))
     model.save_pretrained(tmp)
     tok.save_pretrained(tmp)
     (tmp / "DONE").write_text(f"dequantised from {gguf.name}\n")
-    if out.exists():
-        import shutil
-        shutil.rmtree(out)
-    tmp.rename(out)
+    land(tmp, out)

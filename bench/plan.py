@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from ctrlrec.hardware import resolve_dtype
+from ctrlrec.llm.models import PACKAGED_LLMS
+from ctrlrec.llm.revision import model_revision
 
 from .cache import stage_key
 from .codehash import SourceIndex, code_hash
@@ -226,6 +229,11 @@ def llm_key(llm, gpus: float = 0.0) -> dict:
         d["dtype"] = "gguf"
     elif llm.backend != "openai":
         d["dtype"] = resolve_dtype(llm.dtype, "cuda" if llm.num_gpus and gpus else "cpu")
+    if (llm.backend != "openai" and llm.model not in PACKAGED_LLMS
+            and Path(llm.model).expanduser().exists()):
+        # a model given by its path: new weights saved there are another model (a packaged
+        # alias is pinned by its package, a hub id by the hub)
+        d["revision"] = model_revision(str(Path(llm.model).expanduser()))
     if llm.tokenizer:
         d["tokenizer"] = llm.tokenizer
     if llm.backend == "openai":

@@ -136,3 +136,62 @@ def test_a_model_folder_lands_once_and_replaces_only_an_unfinished_one(tmp_path)
     land(built("b", "second"), out)
     assert (out / "tokenizer.json").read_text() == "first"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["tok"]
+
+
+def test_new_weights_saved_at_a_models_path_make_it_another_model(tiny_model_dir, tmp_path,
+                                                                   monkeypatch):
+    """A checkpoint saved over the last one at the same path (same files, same sizes): its
+    answers' revision and its stages' key change, so nothing cached for the old weights is
+    reused. Each file's digest is read once per version of the file."""
+    import shutil
+
+    import torch
+    from transformers import Qwen2ForCausalLM
+
+    from bench.plan import llm_key
+    from bench.suitefile import load_suite
+    from ctrlrec.llm.models import llm_source
+    from ctrlrec.llm.revision import model_revision
+
+    monkeypatch.setenv("CTRLREC_CACHE", str(tmp_path / "cache"))
+    ckpt = tmp_path / "ckpt"
+    shutil.copytree(tiny_model_dir, ckpt)
+
+    def key():
+        suite = load_suite("suites/genre.yaml", [f"methods.1.llm.model={ckpt}"])
+        return llm_key(suite.methods[1].llm)
+
+    before, rev = key(), model_revision(str(ckpt))
+    assert before["revision"] == rev == llm_source(str(ckpt))[1]
+    sizes = {f.name: f.stat().st_size for f in ckpt.iterdir()}
+    model = Qwen2ForCausalLM.from_pretrained(ckpt)
+    with torch.no_grad():
+        model.model.layers[1].mlp.down_proj.weight.mul_(-1)
+    model.save_pretrained(ckpt)
+    assert {f.name: f.stat().st_size for f in ckpt.iterdir()} == sizes
+    after = key()
+    assert after["revision"] != rev and {**after, "revision": rev} == before
+    digests = list((tmp_path / "cache" / "file-digests").iterdir())
+    assert model_revision(str(ckpt)) == after["revision"]
+    assert list((tmp_path / "cache" / "file-digests").iterdir()) == digests
+
+
+def test_the_packaged_model_keeps_the_revision_the_committed_results_were_keyed_by():
+    """Its folder's cheap fingerprint (names and sizes; content pinned by the package): answers
+    cached for the committed runs are found again, and stage keys of suites that name the alias
+    hold no revision."""
+    import json
+    from pathlib import Path
+
+    from bench.plan import llm_key
+    from bench.suitefile import load_suite
+    from ctrlrec.llm.models import resolve_llm
+    from ctrlrec.llm.revision import model_revision
+
+    alias = "qwen2.5-coder-1.5b-instruct"
+    manifest = Path(__file__).parent.parent / "results/open_ended/avx512bf16/manifest.json"
+    stages = json.loads(manifest.read_text())["llm"].values()
+    committed = {s["backend"]["revision"] for s in stages
+                 if s.get("backend", {}).get("model") == alias}
+    assert {model_revision(resolve_llm(alias))} == committed
+    assert "revision" not in llm_key(load_suite("suites/genre.yaml").methods[1].llm)

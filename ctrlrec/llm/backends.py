@@ -11,7 +11,6 @@ prefix reuse its attention state where the backend can. Chat templates are appli
 from __future__ import annotations
 
 import copy
-import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
@@ -143,21 +142,6 @@ def llm_identity(backend: str, model: str, dtype: str, revision: str,
     return out
 
 
-def model_revision(path: str) -> str:
-    """A short fingerprint of a local model folder (config + weight file names and sizes)."""
-    p = Path(path)
-    if not p.is_dir():
-        return "hub:" + path
-    h = hashlib.sha256()
-    for f in sorted(p.iterdir()):
-        if f.suffix in (".json", ".safetensors", ".bin", ".model", ".gguf"):
-            h.update(f.name.encode())
-            h.update(str(f.stat().st_size).encode())
-            if f.name == "config.json":
-                h.update(f.read_bytes())
-    return h.hexdigest()[:16]
-
-
 class HFBackend:
     """transformers on CPU or GPU; shared prefixes are run once and their KV cache repeated."""
 
@@ -170,6 +154,7 @@ class HFBackend:
 
         from ..hardware import default_device, resolve_dtype
         from .models import resolve_llm
+        from .revision import model_revision
 
         path = resolve_llm(model)
         device = device or default_device()

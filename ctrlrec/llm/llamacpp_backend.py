@@ -42,7 +42,8 @@ class LlamaCppBackend:
                  n_ctx: int = 4096, prefix_reuse: bool = True, repack: bool = False):
         import llama_cpp as lc
         from .backends import template_tokenizer
-        from .models import gguf_revision, gguf_tokenizer
+        from .models import gguf_tokenizer
+        from .revision import model_revision
 
         # llama.cpp logs every load step to stderr unless its logger says otherwise; quiet it
         # only where nobody has configured that logger
@@ -51,7 +52,7 @@ class LlamaCppBackend:
             log.setLevel(logging.ERROR)
         self.lc = lc
         path = gguf_file(model)
-        revision = gguf_revision(path)
+        revision = model_revision(str(path))
         # the folder's tokenizer.json without AutoTokenizer, which would import torch into a
         # process that computes nothing with it (same ids: scripts/tokenizer_agreement.py)
         self.tokenizer = template_tokenizer(gguf_tokenizer(path, revision))

@@ -8,7 +8,6 @@ loads read that folder."""
 
 from __future__ import annotations
 
-import hashlib
 import shutil
 import tempfile
 from pathlib import Path
@@ -61,24 +60,16 @@ def ensure_gguf(alias: str) -> Path:
     return gguf
 
 
-def gguf_revision(path: Path) -> str:
-    """Name, size and the first MiB of the file: enough to tell two GGUFs apart, and cheap."""
-    h = hashlib.sha256(f"{path.name}:{path.stat().st_size}".encode())
-    with open(path, "rb") as f:
-        h.update(f.read(1 << 20))
-    return h.hexdigest()[:16]
-
-
 def llm_source(model: str, tokenizer: str | None = None) -> tuple[str, str]:
     """(the folder whose tokenizer renders prompts, the revision that enters answer keys) for an
     llm config's `model` and `tokenizer`. A .gguf file's revision is the file's own and its
     tokenizer, unless one is named, is read from it; anything else is resolved as a folder (a
     packaged alias: its dequantised folder) or a hub id."""
-    from .backends import model_revision
+    from .revision import model_revision
 
     gguf = Path(model).expanduser()
     if model not in PACKAGED_LLMS and model.endswith(".gguf") and gguf.is_file():
-        revision = gguf_revision(gguf)
+        revision = model_revision(str(gguf))
         return (resolve_llm(tokenizer) if tokenizer
                 else str(gguf_tokenizer(gguf, revision))), revision
     path = resolve_llm(tokenizer or model)

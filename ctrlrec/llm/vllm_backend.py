@@ -65,8 +65,9 @@ class VLLMBackend:
         from transformers import AutoConfig, AutoTokenizer
 
         from ..hardware import default_device, resolve_dtype
-        from .backends import llm_identity, model_revision
+        from .backends import llm_identity
         from .models import resolve_llm
+        from .revision import model_revision
 
         path = resolve_llm(model)
         self.device = default_device()

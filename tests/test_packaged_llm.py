@@ -59,13 +59,27 @@ def test_packaged_model_has_the_digit_mass_and_agrees_with_hf(request, capfd, mo
     assert diff < (1e-3 if dtype == "float32" else 0.1), diff
 
 
-def test_the_packaged_model_writes_valid_requests(qwen, split, movielens, tmp_path):
-    # One user, genre requests only: in float32 on a 2-core AVX2 CPU a generated token of the
-    # 1.5B model costs ~0.5 s (open-ended parsing, retries and style rotation are tested on the
-    # tiny model in tests/test_generation.py and by hand-written answers).
+@pytest.fixture(scope="module")
+def packaged_gguf():
+    """The packaged GGUF on llama.cpp (what `backend: auto` runs on a CPU), loaded once."""
+    if find_spec("llama_cpp") is None:
+        pytest.skip("llama-cpp-python is not installed (scripts/setup.sh)")
+    from ctrlrec.llm.llamacpp_backend import LlamaCppBackend
+
+    be = LlamaCppBackend("qwen2.5-coder-1.5b-instruct", threads=2, batch_size=4)
+    yield be
+    be.close()
+
+
+def test_the_packaged_model_writes_valid_requests(request, split, movielens, tmp_path):
+    # One user, genre requests only, on the engine `backend: auto` picks on a CPU (llama.cpp;
+    # hf where it is not installed): a generated token of the 1.5B model cost ~0.5 s in float32
+    # hf on a 2-core AVX2 CPU, half that on llama.cpp. Open-ended parsing, retries and style
+    # rotation are tested on the tiny model in tests/test_generation.py.
+    be = request.getfixturevalue("packaged_gguf" if find_spec("llama_cpp") else "qwen")
     users = split.user_ids[:1]
-    llm = CachedLLM(lambda: qwen, qwen.identity, LLMCache(tmp_path / "c.sqlite"))
-    draw = lambda c: render(qwen.tokenizer, c)  # noqa: E731
+    llm = CachedLLM(lambda: be, be.identity, LLMCache(tmp_path / "c.sqlite"))
+    draw = lambda c: render(be.tokenizer, c)  # noqa: E731
     genre = llm_genre_requests(llm, draw, split, movielens.items, users)
     assert (genre.source == "llm").all()
     assert set(genre.genre) <= set(REQUEST_GENRES)
@@ -88,19 +102,12 @@ def test_packaged_model_passes_the_mass_check_and_discriminates(qwen):
     assert r[3].expected > r[2].expected + 0.5      # crime: the order reverses
 
 
-@pytest.mark.skipif(find_spec("llama_cpp") is None,
-                    reason="llama-cpp-python is not installed (scripts/setup.sh)")
-def test_packaged_gguf_on_llamacpp_rates_like_hf(qwen):
-    from ctrlrec.llm.llamacpp_backend import LlamaCppBackend
-
-    be = LlamaCppBackend("qwen2.5-coder-1.5b-instruct", threads=2, batch_size=4)
-    try:
-        prompts = rating_prompts(be, RATING_REQUESTS[:2], RATING_ITEMS)
-        got = be.rate(prompts)
-        text = be.generate([be.render(Chat("You answer with a film title only.",
-                                           "Name one famous crime film."))], 12)
-    finally:
-        be.close()
+def test_packaged_gguf_on_llamacpp_rates_like_hf(packaged_gguf, qwen):
+    be = packaged_gguf
+    prompts = rating_prompts(be, RATING_REQUESTS[:2], RATING_ITEMS)
+    got = be.rate(prompts)
+    text = be.generate([be.render(Chat("You answer with a film title only.",
+                                       "Name one famous crime film."))], 12)
     want = qwen.rate(prompts)
     assert min(r.mass for r in got) > 0.9
     # it computes with the Q4_K_M weights themselves, hf with their dequantised bf16 copy:

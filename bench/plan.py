@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ctrlrec.embeddings import PACKAGED as EMBEDDING_PACKAGED
+from ctrlrec.embeddings import SPLIT_PACKAGED as EMBEDDING_SPLIT_PACKAGED
 from ctrlrec.hardware import resolve_dtype
 from ctrlrec.llm.models import PACKAGED_LLMS
 from ctrlrec.llm.revision import model_revision
@@ -84,8 +86,11 @@ def _seed_plan(suite: Suite, seed: int, n_users: int, gpus: float,
 
     def embeddings(model, dtype):
         label = embeddings_label(model, dtype)
+        # every stage that uses the encoder depends on this step, so its revision reaches them
         add(Step(label, "item_embeddings", "bench.stages.data:item_embeddings_stage",
-                 {"model": model, "dtype": dtype}, ["dataset"]))
+                 {"model": model, "dtype": dtype,
+                  **path_revision(model, {*EMBEDDING_PACKAGED, *EMBEDDING_SPLIT_PACKAGED})},
+                 ["dataset"]))
         return label
 
     pool = ({"kind": "all"} if suite.pool.kind == "all" else  # the key holds what it reads
@@ -229,11 +234,8 @@ def llm_key(llm, gpus: float = 0.0) -> dict:
         d["dtype"] = "gguf"
     elif llm.backend != "openai":
         d["dtype"] = resolve_dtype(llm.dtype, "cuda" if llm.num_gpus and gpus else "cpu")
-    if (llm.backend != "openai" and llm.model not in PACKAGED_LLMS
-            and Path(llm.model).expanduser().exists()):
-        # a model given by its path: new weights saved there are another model (a packaged
-        # alias is pinned by its package, a hub id by the hub)
-        d["revision"] = model_revision(str(Path(llm.model).expanduser()))
+    if llm.backend != "openai":  # a server's weights are its own
+        d |= path_revision(llm.model, PACKAGED_LLMS)
     if llm.tokenizer:
         d["tokenizer"] = llm.tokenizer
     if llm.backend == "openai":
@@ -243,6 +245,16 @@ def llm_key(llm, gpus: float = 0.0) -> dict:
     if llm.backend == "llamacpp":  # other kernels, answers that differ in the last digits
         d["repack"] = llm.repack
     return d
+
+
+def path_revision(model: str, packaged) -> dict:
+    """{"revision": fingerprint of its files} for a model given by its path, so that new weights
+    saved at that path are another model; nothing for a packaged name (pinned by its package)
+    or a hub id, so that their keys stay as they were."""
+    p = Path(model).expanduser()
+    if model in packaged or not p.exists():
+        return {}
+    return {"revision": model_revision(str(p))}
 
 
 def llm_runtime(llm) -> dict:

@@ -97,3 +97,31 @@ def test_stale_entries_say_why_a_cached_stage_missed(tree, suite, tmp_path):
     assert stale_entries(old, cache) == {}
     new = build_plan(suite, 40, sources=SourceIndex(edited(tree, "ctrlrec.metrics", "ndcg_at_k")))
     assert stale_entries(new, cache) == {"engagement": "code changed", "pool": "inputs changed"}
+
+
+def test_new_encoder_weights_at_the_same_path_miss_what_used_the_encoder(tiny_encoder_dir,
+                                                                          tmp_path, monkeypatch):
+    """A sentence encoder given by its path and saved over with new weights (same files, same
+    sizes): its item embeddings and everything downstream of them get new keys, the rest keeps
+    its own. A packaged encoder's name keys its embeddings without a revision, as before."""
+    import shutil
+
+    from safetensors.numpy import load_file, save_file
+
+    monkeypatch.setenv("CTRLREC_CACHE", str(tmp_path / "cache"))
+    enc = tmp_path / "enc"
+    shutil.copytree(tiny_encoder_dir, enc)
+    suite = load_suite(SUITE, [*OVERRIDES, f"methods.0.model={enc}"])
+    before = {s.label: s for s in build_plan(suite, 40)}
+    (label,) = [x for x, s in before.items() if s.stage == "item_embeddings"]
+    assert "revision" in before[label].config
+    (weights,) = enc.rglob("*.safetensors")
+    size, tensors = weights.stat().st_size, load_file(weights)
+    name = sorted(tensors)[-1]
+    save_file({**tensors, name: -tensors[name]}, weights, metadata={"format": "pt"})
+    assert weights.stat().st_size == size
+    after = {s.label: s.key for s in build_plan(suite, 40)}
+    changed = {x for x, s in before.items() if s.key != after[x]}
+    assert changed == downstream(suite, {label}) and len(changed) < len(before)
+    packaged = build_plan(load_suite(SUITE, OVERRIDES), 40)
+    assert all("revision" not in s.config for s in packaged if s.stage == "item_embeddings")

@@ -43,10 +43,11 @@ def packaged_folder(p: Path) -> bool:
 
 
 def model_revision(path: str) -> str:
-    """A short fingerprint of a model: for a local folder or file, the names and contents of its
-    files; for anything else (a hub id), the id. A packaged model's folder keeps the cheaper
-    fingerprint of names and sizes its answers were always keyed by: its content is pinned by
-    the package's sha256 and the dequantisation that built it."""
+    """A short fingerprint of a model: for a local folder (subfolders included, hidden ones
+    not) or file, the names and contents of its files; for anything else (a hub id), the id.
+    A packaged model's folder keeps the cheaper fingerprint of names and sizes its answers were
+    always keyed by: its content is pinned by the package's sha256 and the dequantisation that
+    built it."""
     p = Path(path)
     h = hashlib.sha256()
     if p.is_file():
@@ -54,14 +55,19 @@ def model_revision(path: str) -> str:
         return h.hexdigest()[:16]
     if not p.is_dir():
         return "hub:" + path
-    legacy = packaged_folder(p)
-    for f in sorted(p.iterdir()):
-        if legacy and f.suffix in (".json", ".safetensors", ".bin", ".model", ".gguf"):
-            h.update(f.name.encode())
-            h.update(str(f.stat().st_size).encode())
-            if f.name == "config.json":
-                h.update(f.read_bytes())
-        elif not legacy and f.suffix in MODEL_FILES and f.is_file():
-            h.update(f.name.encode())
+    if packaged_folder(p):
+        for f in sorted(p.iterdir()):
+            if f.suffix in (".json", ".safetensors", ".bin", ".model", ".gguf"):
+                h.update(f.name.encode())
+                h.update(str(f.stat().st_size).encode())
+                if f.name == "config.json":
+                    h.update(f.read_bytes())
+        return h.hexdigest()[:16]
+    # subfolders too: a sentence encoder keeps its pooling and normalisation modules in them
+    for f in sorted(p.rglob("*")):
+        rel = f.relative_to(p)
+        if f.suffix in MODEL_FILES and f.is_file() and not any(
+                part.startswith(".") for part in rel.parts):
+            h.update(rel.as_posix().encode())
             h.update(file_digest(f).encode())
     return h.hexdigest()[:16]

@@ -62,13 +62,10 @@ class LLMWorker:
         `batch_size` is the calling stage's own: stages that share a model may batch differently
         (batching can change the last digits of an answer, so it stays the stage's setting)."""
         backend = self._loaded()
-        if batch_size is not None:
-            # an engine may fix its parallel sequences at load (llama.cpp: the pool's first
-            # stage's batch); the settings then record the batch it really runs
-            batch_size = min(batch_size, getattr(backend, "max_movies", batch_size))
         if batch_size is not None and batch_size != backend.batch_size:
             backend.batch_size = batch_size
-            backend.settings = {**backend.settings, "batch_size": batch_size}
+            # what the backend kept: llama.cpp caps it at the sequences it loaded with
+            backend.settings = {**backend.settings, "batch_size": backend.batch_size}
         t0 = time.perf_counter()
         try:
             out = backend.rate(inputs) if kind == "rate" else backend.generate(inputs, **params)

@@ -75,7 +75,8 @@ def ray_tmp():
 def ray_cluster(ray_tmp):
     """A real two-node Ray cluster on this machine (head + a worker node, 3 logical CPUs each),
     with its own temp folder so that no other Ray user on the machine finds it. (Three nodes
-    showed nothing more and cost a fifth more CPU: 253 against 204 CPU-seconds on 2 cores.)"""
+    showed nothing more and cost more CPU: this module alone under scripts/cpu_by_process.py,
+    253 CPU-seconds in 175 s with three, 216 in 156 s with two, on a 2-core AVX2 CPU.)"""
     old = os.environ.get("RAY_TMPDIR")
     os.environ["RAY_TMPDIR"] = ray_tmp
     from ray.cluster_utils import Cluster

@@ -73,9 +73,9 @@ def packaged_gguf():
 
 def test_the_packaged_model_writes_valid_requests(request, split, movielens, tmp_path):
     # One user, genre requests only, on the engine `backend: auto` picks on a CPU (llama.cpp;
-    # hf where it is not installed): a generated token of the 1.5B model cost ~0.5 s in float32
-    # hf on a 2-core AVX2 CPU, half that on llama.cpp. Open-ended parsing, retries and style
-    # rotation are tested on the tiny model in tests/test_generation.py.
+    # hf where it is not installed). On a 2-core AVX2 CPU, alone, this test took 19.6 s on
+    # llama.cpp and 31 s on hf float32. Open-ended parsing, retries and style rotation are
+    # tested on the tiny model in tests/test_generation.py.
     be = request.getfixturevalue("packaged_gguf" if find_spec("llama_cpp") else "qwen")
     users = split.user_ids[:1]
     llm = CachedLLM(lambda: be, be.identity, LLMCache(tmp_path / "c.sqlite"))

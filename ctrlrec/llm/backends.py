@@ -11,6 +11,7 @@ prefix reuse its attention state where the backend can. Chat templates are appli
 from __future__ import annotations
 
 import copy
+import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
@@ -108,6 +109,13 @@ def render(tokenizer, chat: Chat) -> str | RatePrompt:
 
 def fill(template: RatePrompt, item: str) -> RatePrompt:
     return RatePrompt(template.prefix, item + template.suffix)
+
+
+def text_hash(text: str) -> int:
+    """64 bits of a text's sha256. A sampled answer's generator is seeded by the call's seed and
+    this, so the answer depends neither on its place in the call nor on the other texts (a caller
+    that asks again only the failed ones, with the next seed, gets new samples)."""
+    return int.from_bytes(hashlib.sha256(text.encode()).digest()[:8], "little")
 
 
 class EngineDied(RuntimeError):

@@ -12,14 +12,14 @@ token give the rating, and the suffix sequences are dropped again."""
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 from pathlib import Path
 
 import numpy as np
 
-from .backends import RatePrompt, Rating, digit_token_ids, llm_identity, ratings_from_logprobs
+from .backends import (RatePrompt, Rating, digit_token_ids, llm_identity, ratings_from_logprobs,
+                       text_hash)
 from .backends import render as render_chat
 
 
@@ -57,7 +57,7 @@ class LlamaCppBackend:
         # process that computes nothing with it (same ids: scripts/tokenizer_agreement.py)
         self.tokenizer = template_tokenizer(gguf_tokenizer(path, revision))
         self.digit_ids = digit_token_ids(self.tokenizer)
-        self.batch_size, self.prefix_reuse = batch_size, prefix_reuse
+        self.prefix_reuse = prefix_reuse
         lc.llama_backend_init()
         mparams = lc.llama_model_default_params()
         # llama.cpp repacks quantised weights into interleaved layouts for its own CPU kernels
@@ -80,8 +80,8 @@ class LlamaCppBackend:
         self._ctx = lc.llama_init_from_model(self._model, cparams)
         if not self._ctx:
             raise RuntimeError(f"llama.cpp could not make a context for {path}")
-        self.max_movies = cparams.n_seq_max - 1  # a caller may raise batch_size, not this
-        self.batch_size = min(batch_size, self.max_movies)
+        self.max_movies = cparams.n_seq_max - 1
+        self.batch_size = batch_size
         self.n_ctx, self.n_batch = lc.llama_n_ctx(self._ctx), cparams.n_batch
         self._mem = lc.llama_get_memory(self._ctx)
         vocab = lc.llama_model_get_vocab(self._model)
@@ -97,6 +97,16 @@ class LlamaCppBackend:
                          "llama_cpp_python": lc.__version__,
                          # the instruction sets this build uses (it is compiled per machine)
                          "system_info": lc.llama_print_system_info().decode().strip()}
+
+    @property
+    def batch_size(self) -> int:
+        return self._batch_size
+
+    @batch_size.setter
+    def batch_size(self, n: int) -> None:
+        # its parallel sequences are fixed at load: a caller (a later stage of the same LLM
+        # pool) may lower the batch, not raise it past them
+        self._batch_size = min(n, self.max_movies)
 
     def close(self):
         lc = self.lc
@@ -184,7 +194,7 @@ class LlamaCppBackend:
             suffixes = {i: self._ids(prompts[i].suffix) for i in idx}
             chunk: list[int] = []
             tokens = 0  # suffix tokens in the chunk: they fill one batch and sit beside the prefix
-            per_batch = max(1, min(self.batch_size, self.max_movies))
+            per_batch = max(1, self.batch_size)
             room = min(self.n_batch, self.n_ctx - len(pre))
             for i in idx:
                 self._check_length(len(pre) + len(suffixes[i]))
@@ -217,8 +227,7 @@ class LlamaCppBackend:
         lc = self.lc
         out = []
         for text in texts:
-            digest = hashlib.sha256(text.encode()).digest()
-            rng = np.random.default_rng([seed, int.from_bytes(digest[:8], "little")])
+            rng = np.random.default_rng([seed, text_hash(text)])
             toks = self._ids(text)
             self._check_length(len(toks) + max_new_tokens)
             lc.llama_memory_clear(self._mem, True)

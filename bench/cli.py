@@ -14,6 +14,8 @@ from pathlib import Path
 
 import yaml
 
+from .serve import SERVE_BACKENDS
+
 
 def _suite_args(p: argparse.ArgumentParser, many: bool = False) -> None:
     if many:
@@ -57,15 +59,22 @@ def parser() -> argparse.ArgumentParser:
     val = sub.add_parser("validate", help="check suite files (benchmark or throughput) and "
                                           "print each one's size; exit 2 if any is bad")
     _suite_args(val, many=True)
-    serve = sub.add_parser("serve", help="an OpenAI-compatible completions server (hf backend)")
+    serve = sub.add_parser("serve", help="an OpenAI-compatible completions server (llama.cpp or "
+                                         "transformers)")
     serve.add_argument("--model", default="qwen2.5-coder-1.5b-instruct",
-                       help="packaged LLM alias or local model folder")
+                       help="packaged LLM alias, local model folder or .gguf file")
+    serve.add_argument("--backend", default="auto", choices=["auto", *SERVE_BACKENDS],
+                       help="auto: llamacpp for a model it runs (a packaged alias or a .gguf "
+                            "file) where llama-cpp-python is installed, else hf")
     serve.add_argument("--host", default="127.0.0.1", help="bind address (default: loopback)")
     serve.add_argument("--port", type=int, default=8000)
     serve.add_argument("--dtype", default="auto",
                        choices=["auto", "bfloat16", "float32", "float16"],
                        help="auto: bf16 where the device computes it natively, else float32")
     serve.add_argument("--threads", type=int, default=None)
+    serve.add_argument("--batch-size", type=int, default=32,
+                       help="prompts per forward pass (llamacpp: movies decoded together over "
+                            "their shared prefix)")
     tput = sub.add_parser("throughput", help="cost of feeds for direct vs distilled scoring over "
                           "item counts × concurrent requests (measured, then extrapolated)")
     from .throughput import add_arguments as throughput_arguments
@@ -234,21 +243,30 @@ def cmd_leaderboard(args) -> int:
 
 
 def cmd_serve(args) -> int:
-    from ctrlrec.llm.backends import HFBackend
     from ctrlrec.llm.models import PACKAGED_LLMS
+    from ctrlrec.llm.registry import load_backend
 
     from .checks import check_model
-    from .serve import make_server
+    from .serve import make_server, serve_backend
     check_model("bench serve", "--model", args.model, PACKAGED_LLMS)  # SuiteError: one line
+    name = serve_backend(args.backend, args.model)
+    options = {"threads": args.threads, "batch_size": args.batch_size}
+    if name == "hf":
+        options["dtype"] = args.dtype
+    elif args.dtype != "auto":
+        print(f"error: bench serve: --dtype {args.dtype}: {name} computes with the GGUF file's "
+              f"own weights; allowed with --backend {name}: auto", file=sys.stderr)
+        return 2
     try:
-        backend = HFBackend(args.model, dtype=args.dtype, threads=args.threads)
-    except (OSError, ValueError) as exc:  # e.g. a folder without a model in it
+        backend = load_backend(name, args.model, **options)
+    except (OSError, ValueError, ImportError) as exc:  # e.g. a folder without a model in it
         first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-        print(f"error: bench serve: --model {args.model}: cannot load it ({first})",
-              file=sys.stderr)
+        print(f"error: bench serve: --model {args.model} --backend {args.backend}: cannot load "
+              f"it ({first})", file=sys.stderr)
         return 2
     server = make_server(backend, args.host, args.port)
-    print(f"serving {args.model} on http://{args.host}:{server.server_address[1]}/v1", flush=True)
+    print(f"serving {args.model} ({backend.name}, {backend.identity['dtype']}) on "
+          f"http://{args.host}:{server.server_address[1]}/v1", flush=True)
     try:
         server.serve_forever()
     except KeyboardInterrupt:

@@ -1,12 +1,27 @@
 """`bench serve`: an OpenAI-compatible /v1/completions server on loopback, backed by this
-project's `hf` backend, so the `openai` client (and other tools) can be used against a real
-socket without any external service."""
+project's `llamacpp` or `hf` backend, so the `openai` client (and other tools) can be used against
+a real socket without any external service. (vLLM has a server of its own: `vllm serve`.)"""
 
 from __future__ import annotations
 
 import json
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+# the in-process engines that give the top log-probabilities the completions API returns
+SERVE_BACKENDS = ("llamacpp", "hf")
+
+
+def serve_backend(name: str, model: str) -> str:
+    """`auto` -> the engine `backend: auto` picks for `model` on this machine
+    (ctrlrec.hardware.resolve_backend: llamacpp on a CPU for a model it runs, the fastest there),
+    hf where that pick has no server here (vllm: use `vllm serve`)."""
+    if name != "auto":
+        return name
+    from ctrlrec.hardware import default_device, resolve_backend
+
+    picked = resolve_backend("auto", model, default_device())
+    return picked if picked in SERVE_BACKENDS else "hf"
 
 
 def make_server(backend, host: str = "127.0.0.1", port: int = 8000) -> ThreadingHTTPServer:

@@ -2,6 +2,7 @@
 no traceback. Also: damaged caches are detected, and the security basics hold."""
 
 import http.server
+import importlib.util
 import json
 import re
 import socket
@@ -293,13 +294,31 @@ def test_serve_binds_loopback_by_default():
     ("/no/such/model", "--model: '/no/such/model': no such folder"),
     ("qwen2.5-coder-1.5b-instrct", "did you mean 'qwen2.5-coder-1.5b-instruct'"),
     ("some-org/no-such-model", "HF_HUB_OFFLINE is set"),
-    (".", "--model .: cannot load it ("),  # a folder without a model in it
+    (".", "--model . --backend auto: cannot load it ("),  # a folder without a model in it
 ])
 def test_serve_with_a_bad_model_is_one_line_and_exit_2(model, expected, capsys, monkeypatch,
                                                        tmp_path):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.chdir(tmp_path)  # "." is an empty folder
     assert main(["serve", "--model", model, "--port", "0"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: bench serve: ") and err.count("\n") == 1, err
+    assert expected in err and "Traceback" not in err
+
+
+@pytest.mark.parametrize("args, expected", [
+    (["--backend", "llamacpp", "--dtype", "bfloat16"],
+     "--dtype bfloat16: llamacpp computes with the GGUF file's own weights; allowed with "
+     "--backend llamacpp: auto"),
+    (["--backend", "llamacpp", "--model", "."],
+     "--model . --backend llamacpp: cannot load it (the llamacpp backend runs GGUF files"),
+])
+def test_serve_with_settings_its_engine_lacks_is_one_line_and_exit_2(args, expected, capsys,
+                                                                    monkeypatch, tmp_path):
+    if importlib.util.find_spec("llama_cpp") is None:
+        pytest.skip("llama-cpp-python is not installed (scripts/setup.sh)")
+    monkeypatch.chdir(tmp_path)
+    assert main(["serve", *args, "--port", "0"]) == 2
     err = capsys.readouterr().err
     assert err.startswith("error: bench serve: ") and err.count("\n") == 1, err
     assert expected in err and "Traceback" not in err

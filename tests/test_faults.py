@@ -45,7 +45,10 @@ class RecordingRater:
     def __init__(self, model_dir):
         from ctrlrec.llm.backends import HFBackend
 
-        self.backend = HFBackend(str(model_dir), dtype="float32", batch_size=1, threads=1)
+        # whole prompts, not a prefix shared with the other prompts of a request (which would
+        # make an answer depend on which prompts came with it)
+        self.backend = HFBackend(str(model_dir), dtype="float32", batch_size=1, threads=1,
+                                 prefix_reuse=False)
         self.tokenizer = self.backend.tokenizer
         self.identity = {**self.backend.identity, "model": "tiny-rater"}
         self.asked: list[str] = []

@@ -237,3 +237,75 @@ def test_ceiling_script_counts_the_tokens_rating_computes(tiny_pair):
     assert out["plain_sequences"] >= 1 and out["plain_tokens_per_second"] > 0
     assert out["rating_share_of_plain"] > 0
     assert np.array_equal(expected(lcpp.rate(prompts)), before)
+
+
+@pytest.mark.slow
+def test_top_logprobs_of_whole_prompts_give_the_ratings_of_rate(tiny_pair):
+    """`bench serve` gets whole prompts and finds their shared prefix from the tokens: the
+    log-probabilities it returns give exactly the ratings `rate` computes from (prefix,
+    item) pairs, with the same batches, and the same ones with nothing shared."""
+    from ctrlrec.llm.backends import ratings_from_logprobs
+
+    hf, lcpp = tiny_pair
+    prompts = rating_prompts(hf, RATING_REQUESTS[:2], RATING_ITEMS)  # 2 prefixes x 4 items
+
+    def rated(tops):  # every token's logprob (n = the vocabulary) -> the backend's ratings
+        logp = np.full((len(tops), lcpp.n_vocab), -np.inf)
+        for row, top in zip(logp, tops):
+            row[[t for t, _ in top]] = [lp for _, lp in top]
+        return expected(ratings_from_logprobs(logp, lcpp.digit_ids))
+
+    texts = [p.text for p in prompts]
+    shared = rated(lcpp.top_logprobs(texts, lcpp.n_vocab))
+    assert np.array_equal(shared, expected(lcpp.rate(prompts)))
+    top5 = lcpp.top_logprobs(texts, 5)
+    assert [len(t) for t in top5] == [5] * 8 and all(
+        t[0][1] >= t[-1][1] for t in top5)  # most likely first
+    lcpp.prefix_reuse = False
+    try:
+        alone = rated(lcpp.top_logprobs(texts, lcpp.n_vocab))
+        assert np.array_equal(alone, expected(lcpp.rate(prompts)))
+    finally:
+        lcpp.prefix_reuse = True
+    assert np.abs(alone - shared).max() < 0.01  # float16 KV cache, other batches
+
+
+@pytest.mark.slow
+def test_bench_serve_on_llamacpp_answers_the_official_openai_client(tiny_pair):
+    """`bench serve --backend llamacpp`: the official client reads the engine's own top
+    log-probabilities and greedy text over a real socket."""
+    import threading
+
+    import openai  # the dev extra installs it
+
+    from bench.serve import make_server
+
+    hf, lcpp = tiny_pair
+    srv = make_server(lcpp, "127.0.0.1", 0)
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    try:
+        client = openai.OpenAI(base_url=f"http://127.0.0.1:{srv.server_address[1]}/v1",
+                               api_key="unused", max_retries=0, timeout=120)
+        assert [m.id for m in client.models.list()] == [lcpp.identity["model"]]
+        texts = [p.text for p in rating_prompts(hf, RATING_REQUESTS[:1], RATING_ITEMS[:3])]
+        reply = client.completions.create(model="m", prompt=texts, logprobs=5, max_tokens=1)
+        for want, choice in zip(lcpp.top_logprobs(texts, 5),
+                                sorted(reply.choices, key=lambda c: c.index)):
+            got = choice.logprobs.top_logprobs[0]
+            assert got == pytest.approx({lcpp.tokenizer.decode([t]): lp for t, lp in want})
+        reply = client.completions.create(model="m", prompt=texts[:1], max_tokens=4)
+        assert reply.choices[0].text == lcpp.generate(texts[:1], max_new_tokens=4)[0]
+    finally:
+        srv.shutdown()
+
+
+def test_bench_serve_picks_the_engine_auto_picks(monkeypatch):
+    from bench import serve
+
+    monkeypatch.setattr("ctrlrec.hardware.default_device", lambda: "cpu")
+    assert serve.serve_backend("auto", "qwen2.5-coder-1.5b-instruct") == "llamacpp"
+    assert serve.serve_backend("auto", "/some/model.gguf") == "llamacpp"
+    assert serve.serve_backend("auto", "/some/hf-folder") == "hf"  # vllm has `vllm serve`
+    assert serve.serve_backend("hf", "qwen2.5-coder-1.5b-instruct") == "hf"
+    monkeypatch.setattr("ctrlrec.hardware.default_device", lambda: "cuda")
+    assert serve.serve_backend("auto", "qwen2.5-coder-1.5b-instruct") == "hf"

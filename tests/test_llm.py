@@ -195,3 +195,20 @@ def test_the_packaged_model_keeps_the_revision_the_committed_results_were_keyed_
                  if s.get("backend", {}).get("model") == alias}
     assert {model_revision(resolve_llm(alias))} == committed
     assert "revision" not in llm_key(load_suite("suites/genre.yaml").methods[1].llm)
+
+
+def test_shared_prefix_groups_follow_the_tokens_a_request_shares():
+    """Whole prompts grouped by the leading tokens they share (what `bench serve` receives): a
+    request's prompts form one group over its whole prefix, another request that shares only the
+    system part forms its own (joining would recompute more than it saves), every member keeps a
+    token of its own, and members keep their order."""
+    from ctrlrec.llm.backends import shared_prefix_groups
+
+    system = list(range(100, 160))                     # 60 tokens both requests share
+    a, b = system + [1] * 40, system + [2] * 40        # two requests' 100-token prefixes
+    items = [[7, 8, 9], [7, 5], [3, 4, 4, 4], [6]]
+    ids = [b + items[0], a + items[0], a + items[1], b + items[2], a + items[2], a + items[3]]
+    assert shared_prefix_groups(ids) == [(100, [1, 2, 4, 5]), (100, [0, 3])]
+    # a prompt that is the start of another: each still computes its own last token
+    assert shared_prefix_groups([[5, 6, 7], [5, 6]]) == [(1, [0, 1])]
+    assert shared_prefix_groups([[5, 6, 7]]) == [(2, [0])]

@@ -37,12 +37,36 @@ def test_ratings_over_http_match_in_process(rater, server):
     remote = client.rate(prompts)
     for a, b in zip(local, remote):
         # the five digits hold ~all the mass, so the top-20 list the client sees contains them;
-        # the server batches whole prompts (no prefix reuse): in float32 that moves ~1e-6
+        # the server finds the prefix from the tokens and batches the 2 prompts it gets (rate:
+        # 4): in float32 that moves ~1e-6
         assert b.mass == pytest.approx(a.mass, abs=1e-4) and b.mass > 0.9
         assert b.expected == pytest.approx(a.expected, abs=1e-4)
     assert np.ptp([r.expected for r in local]) > 0.1  # the ratings depend on the prompt
     text = rater.render(judge_chat("a western", ["Unforgiven (1992)"]))
     assert client.generate([text], max_new_tokens=3) == rater.generate([text], 3)
+
+
+def test_whole_prompts_share_their_prefix_and_give_the_ratings_of_rate(rater):
+    """What `bench serve` computes from whole prompts: the prefix their tokens share runs once,
+    and with the same batches the log-probabilities give exactly `rate`'s ratings."""
+    prompts = [B.fill(rater.render(rating_chat(r)), x)
+               for r in RATING_REQUESTS[:2] for x in RATING_ITEMS]
+    vocab = rater.model.get_output_embeddings().out_features
+
+    def rated(tops):
+        logp = np.full((len(tops), vocab), -np.inf)
+        for row, top in zip(logp, tops):
+            row[[t for t, _ in top]] = [lp for _, lp in top]
+        return np.array([r.expected for r in B.ratings_from_logprobs(logp, rater.digit_ids)])
+
+    texts = [p.text for p in prompts]
+    want = np.array([r.expected for r in rater.rate(prompts)])
+    assert np.array_equal(rated(rater.top_logprobs(texts, vocab)), want)
+    rater.prefix_reuse = False  # whole prompts in batches of 4: the same to rounding
+    try:
+        assert np.abs(rated(rater.top_logprobs(texts, vocab)) - want).max() < 1e-5
+    finally:
+        rater.prefix_reuse = True
 
 
 def test_unreachable_endpoint_fails_with_one_clear_error():

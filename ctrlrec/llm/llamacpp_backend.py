@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from .backends import (RatePrompt, Rating, digit_token_ids, llm_identity, ratings_from_logprobs,
-                       text_hash)
+                       shared_prefix_groups, text_hash)
 from .backends import render as render_chat
 
 
@@ -175,48 +175,81 @@ class LlamaCppBackend:
 
     # ---- rating
     def rate(self, prompts: list[RatePrompt]) -> list[Rating]:
-        lc = self.lc
-        out: list[Rating | None] = [None] * len(prompts)
         if not self.prefix_reuse:
-            for i, p in enumerate(prompts):
-                toks = self._ids(p.prefix) + self._ids(p.suffix)
-                self._check_length(len(toks))
-                lc.llama_memory_clear(self._mem, True)
-                out[i] = self._rating(self._feed(0, 0, toks))
-            return out
+            return [self._rating(self._alone(self._ids(p.prefix) + self._ids(p.suffix)))
+                    for p in prompts]
+        out: list[Rating | None] = [None] * len(prompts)
         groups: dict[str, list[int]] = {}
         for i, p in enumerate(prompts):
             groups.setdefault(p.prefix, []).append(i)
         for prefix, idx in groups.items():
-            pre = self._ids(prefix)
-            lc.llama_memory_clear(self._mem, True)
-            self._feed(0, 0, pre)
-            suffixes = {i: self._ids(prompts[i].suffix) for i in idx}
-            chunk: list[int] = []
-            tokens = 0  # suffix tokens in the chunk: they fill one batch and sit beside the prefix
-            per_batch = max(1, self.batch_size)
-            room = min(self.n_batch, self.n_ctx - len(pre))
-            for i in idx:
-                self._check_length(len(pre) + len(suffixes[i]))
-                if chunk and (len(chunk) == per_batch or tokens + len(suffixes[i]) > room):
-                    self._rate_chunk(chunk, suffixes, len(pre), out)
-                    chunk, tokens = [], 0
-                chunk.append(i)
-                tokens += len(suffixes[i])
-            if chunk:
-                self._rate_chunk(chunk, suffixes, len(pre), out)
+            ratings = self._over_prefix(self._ids(prefix), [self._ids(prompts[i].suffix)
+                                                            for i in idx], self._rating)
+            for i, r in zip(idx, ratings, strict=True):
+                out[i] = r
         return out
 
-    def _rate_chunk(self, chunk, suffixes, n_pre, out):
+    def top_logprobs(self, texts: list[str], n: int = 20) -> list[list[tuple[int, float]]]:
+        """The n most likely next tokens after each text, as (token id, logprob); for `bench
+        serve`, whose clients send whole prompts: texts that begin with the same tokens (a
+        request's prompts) share that prefix's computation, found from the token ids."""
+        from scipy.special import log_softmax
+
+        def top(logits):
+            logp = log_softmax(logits.astype(np.float64))
+            best = np.argsort(-logp, kind="stable")[:n]
+            return [(int(t), float(logp[t])) for t in best]
+
+        ids = [self._ids(t) for t in texts]
+        if not self.prefix_reuse:
+            return [top(self._alone(t)) for t in ids]
+        out: list = [None] * len(texts)
+        for shared, idx in shared_prefix_groups(ids):
+            answers = self._over_prefix(ids[idx[0]][:shared], [ids[i][shared:] for i in idx],
+                                        top)
+            for i, a in zip(idx, answers, strict=True):
+                out[i] = a
+        return out
+
+    def _alone(self, toks: list[int]) -> np.ndarray:
+        """The next-token logits after one whole token sequence, nothing shared."""
+        if not toks:
+            raise ValueError("an empty prompt: there is no token to continue from")
+        self._check_length(len(toks))
+        self.lc.llama_memory_clear(self._mem, True)
+        return self._feed(0, 0, toks)
+
+    def _over_prefix(self, pre: list[int], suffixes: list[list[int]], reduce) -> list:
+        """`reduce(next-token logits)` after `pre` + each suffix: the prefix is decoded once as
+        sequence 0, the suffixes in batches of up to `batch_size` sequences that share it."""
+        self.lc.llama_memory_clear(self._mem, True)
+        if pre:
+            self._feed(0, 0, pre)
+        out: list = []
+        chunk: list[list[int]] = []
+        tokens = 0  # suffix tokens in the chunk: they fill one batch and sit beside the prefix
+        per_batch = max(1, self.batch_size)
+        room = min(self.n_batch, self.n_ctx - len(pre))
+        for suffix in suffixes:
+            self._check_length(len(pre) + len(suffix))
+            if chunk and (len(chunk) == per_batch or tokens + len(suffix) > room):
+                out += map(reduce, self._chunk_logits(chunk, len(pre)))
+                chunk, tokens = [], 0
+            chunk.append(suffix)
+            tokens += len(suffix)
+        if chunk:
+            out += map(reduce, self._chunk_logits(chunk, len(pre)))
+        return out
+
+    def _chunk_logits(self, suffixes: list[list[int]], n_pre: int) -> list[np.ndarray]:
         lc = self.lc
-        seqs = list(range(1, len(chunk) + 1))
+        seqs = list(range(1, len(suffixes) + 1))
         for s in seqs:
             lc.llama_memory_seq_cp(self._mem, 0, s, -1, -1)
-        logits = self._decode([(s, n_pre, suffixes[i]) for s, i in zip(seqs, chunk, strict=True)])
+        logits = self._decode([(s, n_pre, t) for s, t in zip(seqs, suffixes, strict=True)])
         for s in seqs:
             lc.llama_memory_seq_rm(self._mem, s, -1, -1)
-        for i, z in zip(chunk, logits, strict=True):
-            out[i] = self._rating(z)
+        return logits
 
     # ---- generation
     def generate(self, texts: list[str], max_new_tokens: int = 64, temperature: float = 0.0,

@@ -51,10 +51,15 @@ def make_server(backend, host: str = "127.0.0.1", port: int = 8000) -> Threading
             try:
                 req = json.loads(self.rfile.read(int(self.headers.get("Content-Length", 0))))
                 prompts = req["prompt"] if isinstance(req["prompt"], list) else [req["prompt"]]
+                if not prompts or not all(isinstance(p, str) and p for p in prompts):
+                    raise ValueError("prompt must be a non-empty string or list of them")
                 with lock:
                     choices = _complete(backend, prompts, req)
             except (KeyError, ValueError, TypeError) as exc:
                 return self._send(400, {"error": {"message": f"bad request: {exc}"}})
+            except Exception as exc:  # noqa: BLE001 - the engine failed: say so, keep serving
+                first = (str(exc).strip().splitlines() or [""])[0]
+                return self._send(500, {"error": {"message": f"{type(exc).__name__}: {first}"}})
             self._send(200, {"object": "text_completion", "model": req.get("model"),
                              "choices": choices})
 

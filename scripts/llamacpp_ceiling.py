@@ -25,7 +25,6 @@ sys.path.insert(0, str(ROOT))
 def measure(be, prompts: list, repeats: int = 3, seq: int = 512) -> dict:
     """Rate `prompts` with the llama.cpp backend `be`, then decode the same text as plain
     sequences of `seq` tokens; best of `repeats` each."""
-    lc = be.lc
     prefix = {p.prefix: len(be._ids(p.prefix)) for p in prompts}
     computed = sum(prefix.values()) + sum(len(be._ids(p.suffix)) for p in prompts)
     rating = []
@@ -43,10 +42,10 @@ def measure(be, prompts: list, repeats: int = 3, seq: int = 512) -> dict:
     for _ in range(repeats):
         t0 = time.perf_counter()
         for toks in seqs:  # each sequence alone, in one llama.cpp batch, as the backend decodes
-            lc.llama_memory_clear(be._mem, True)
+            be._clear()
             be._decode([(0, 0, toks)])
         plain.append(time.perf_counter() - t0)
-    lc.llama_memory_clear(be._mem, True)
+    be._clear()
 
     best_rate, best_plain = min(rating), min(plain)
     out = {

@@ -309,3 +309,27 @@ def test_bench_serve_picks_the_engine_auto_picks(monkeypatch):
     assert serve.serve_backend("hf", "qwen2.5-coder-1.5b-instruct") == "hf"
     monkeypatch.setattr("ctrlrec.hardware.default_device", lambda: "cuda")
     assert serve.serve_backend("auto", "qwen2.5-coder-1.5b-instruct") == "hf"
+
+
+@pytest.mark.slow
+def test_a_prefix_still_held_is_not_decoded_again(tiny_pair):
+    """A request's prompts in two calls, as a server's client sends them: the second call finds
+    the prefix in sequence 0 and decodes only its movies, with the answers of one call over the
+    same batches; after anything else was decoded the prefix is decoded again."""
+    hf, lcpp = tiny_pair
+    lc = lcpp.lc
+    prompts = rating_prompts(hf, RATING_REQUESTS[:1], RATING_ITEMS)  # 4 movies; batches of 3
+    prefix, last = len(lcpp._ids(prompts[0].prefix)), len(lcpp._ids(prompts[3].suffix))
+
+    def decoded(*calls):
+        lc.llama_perf_context_reset(lcpp._ctx)
+        out = [call() for call in calls]
+        return lc.llama_perf_context(lcpp._ctx).n_p_eval, out  # tokens of batches decoded
+
+    whole = expected(lcpp.rate(prompts))
+    lcpp.rate(prompts[:3])
+    n, (second,) = decoded(lambda: lcpp.rate(prompts[3:]))
+    assert n == last and np.array_equal(np.concatenate([whole[:3], expected(second)]), whole)
+    lcpp.generate(["Hello"], max_new_tokens=2)  # sequence 0 now holds other tokens
+    n, _ = decoded(lambda: lcpp.rate(prompts[3:]))
+    assert n == prefix + last

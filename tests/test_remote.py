@@ -69,6 +69,33 @@ def test_whole_prompts_share_their_prefix_and_give_the_ratings_of_rate(rater):
         rater.prefix_reuse = True
 
 
+def test_bench_serve_refuses_empty_prompts_and_reports_an_engine_failure(rater, server):
+    """A bad request gets 400 and a failing engine 500, each with one line the client shows;
+    the server keeps serving."""
+    client = OpenAIBackend("m", base_url=server, retries=0)
+    with pytest.raises(EndpointError, match="HTTP 400: .*prompt must be a non-empty string"):
+        client.generate([""], max_new_tokens=2)
+
+    class Failing:  # the real model, whose engine fails on the next call
+        identity, tokenizer = rater.identity, rater.tokenizer
+
+        def top_logprobs(self, texts, n=20):
+            raise RuntimeError("llama_decode returned 1\nsecond line")
+
+    srv = make_server(Failing(), "127.0.0.1", 0)
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    try:
+        failing = OpenAIBackend("m", base_url=f"http://127.0.0.1:{srv.server_address[1]}/v1",
+                                retries=0)
+        with pytest.raises(EndpointError, match=r"HTTP 500: .*RuntimeError: llama_decode "
+                                                r"returned 1\"\}\}$"):
+            failing.rate([B.RatePrompt("a", "b")])
+        failing.check()  # still serving
+    finally:
+        srv.shutdown()
+    assert client.generate(["a"], max_new_tokens=1)
+
+
 def test_unreachable_endpoint_fails_with_one_clear_error():
     client = OpenAIBackend("m", base_url="http://127.0.0.1:9/v1", retries=1, timeout=2)
     with pytest.raises(EndpointError, match="failed after 2 tries"):

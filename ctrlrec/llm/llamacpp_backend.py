@@ -84,6 +84,7 @@ class LlamaCppBackend:
         self.batch_size = batch_size
         self.n_ctx, self.n_batch = lc.llama_n_ctx(self._ctx), cparams.n_batch
         self._mem = lc.llama_get_memory(self._ctx)
+        self._held: list[int] | None = None  # the prefix that sequence 0 holds, if any
         vocab = lc.llama_model_get_vocab(self._model)
         self.n_vocab = lc.llama_vocab_n_tokens(vocab)
         self._vocab = vocab
@@ -216,15 +217,24 @@ class LlamaCppBackend:
         if not toks:
             raise ValueError("an empty prompt: there is no token to continue from")
         self._check_length(len(toks))
-        self.lc.llama_memory_clear(self._mem, True)
+        self._clear()
         return self._feed(0, 0, toks)
+
+    def _clear(self) -> None:
+        self.lc.llama_memory_clear(self._mem, True)
+        self._held = None
 
     def _over_prefix(self, pre: list[int], suffixes: list[list[int]], reduce) -> list:
         """`reduce(next-token logits)` after `pre` + each suffix: the prefix is decoded once as
-        sequence 0, the suffixes in batches of up to `batch_size` sequences that share it."""
-        self.lc.llama_memory_clear(self._mem, True)
-        if pre:
-            self._feed(0, 0, pre)
+        sequence 0, the suffixes in batches of up to `batch_size` sequences that share it. A
+        prefix that sequence 0 still holds from the call before is not decoded again (a
+        server's client sends a request's prompts in parts): its state is the same."""
+        held = self.lc.llama_memory_seq_pos_max(self._mem, 0) == len(pre) - 1
+        if not (pre and pre == self._held and held):
+            self._clear()
+            if pre:
+                self._feed(0, 0, pre)
+                self._held = list(pre)
         out: list = []
         chunk: list[list[int]] = []
         tokens = 0  # suffix tokens in the chunk: they fill one batch and sit beside the prefix
@@ -263,7 +273,7 @@ class LlamaCppBackend:
             rng = np.random.default_rng([seed, text_hash(text)])
             toks = self._ids(text)
             self._check_length(len(toks) + max_new_tokens)
-            lc.llama_memory_clear(self._mem, True)
+            self._clear()
             logits = self._feed(0, 0, toks)
             new: list[int] = []
             for _ in range(max_new_tokens):

@@ -256,10 +256,11 @@ class LlamaCppBackend:
         seqs = list(range(1, len(suffixes) + 1))
         for s in seqs:
             lc.llama_memory_seq_cp(self._mem, 0, s, -1, -1)
-        logits = self._decode([(s, n_pre, t) for s, t in zip(seqs, suffixes, strict=True)])
-        for s in seqs:
-            lc.llama_memory_seq_rm(self._mem, s, -1, -1)
-        return logits
+        try:
+            return self._decode([(s, n_pre, t) for s, t in zip(seqs, suffixes, strict=True)])
+        finally:  # also after a failed decode: the prefix in sequence 0 stays usable alone
+            for s in seqs:
+                lc.llama_memory_seq_rm(self._mem, s, -1, -1)
 
     # ---- generation
     def generate(self, texts: list[str], max_new_tokens: int = 64, temperature: float = 0.0,

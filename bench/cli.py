@@ -360,10 +360,14 @@ def cmd_run(args) -> int:
     run_id = args.run_id or (datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
                              + "-" + suite.config_hash()[:8])
     run_dir = Path(args.out) / suite.name / run_id
-    ray_info = start_ray(args.address, args.workers)
-    if float(ray_info.get("cluster_gpus") or 0) != local_gpus:
-        plan = with_runtime(build_plan(suite, n_evaluated(suite),
-                                       gpus=float(ray_info["cluster_gpus"] or 0)), llm_cache)
+    if args.address or not all(cache.has(s.stage, s.key) for s in plan):
+        ray_info = start_ray(args.address, args.workers)
+        if float(ray_info.get("cluster_gpus") or 0) != local_gpus:
+            plan = with_runtime(build_plan(suite, n_evaluated(suite),
+                                           gpus=float(ray_info["cluster_gpus"] or 0)), llm_cache)
+    else:  # every step cached, for this machine's plan: the results need no Ray (seconds)
+        ray_info = {"address": "local", "started": False, "cluster_cpus": os.cpu_count(),
+                    "cluster_gpus": local_gpus, "nodes": 1}
     workers = args.workers or max(1, int(ray_info.get("cluster_cpus") or os.cpu_count()))
     print("\n".join(resource_plan(plan, cache, ray_info, workers)), flush=True)
     wanted = [s.label for s in plan if s.stage in (  # by stage: each seed's (`label@sN`) too
@@ -380,6 +384,8 @@ def cmd_run(args) -> int:
         print("interrupted: finished stages and LLM answers are cached; rerun the same command "
               "to resume", file=sys.stderr, flush=True)
         return 130
+    if result.started_ray:  # a cached entry was corrupt: Ray was started after all
+        ray_info = result.started_ray
     from .outputs import write_run
     # The run folder appears only once complete: written under a hidden name, then renamed.
     run_dir.parent.mkdir(parents=True, exist_ok=True)

@@ -36,6 +36,7 @@ class RunResult:
     outputs: dict = field(default_factory=dict)   # label -> artefacts (for the steps asked for)
     timings: dict = field(default_factory=dict)   # label -> {"cached": bool, "seconds": float, ...}
     pools: list = field(default_factory=list)     # each LLM pool: model, workers, per-worker stats
+    started_ray: dict | None = None  # the Ray it started (start_ray's info), if it had to
 
 
 def start_ray(address: str | None, workers: int | None) -> dict:
@@ -106,6 +107,8 @@ def resource_plan(plan: list[Step], cache: StageCache, ray_info: dict, workers: 
     node_cpus = int(ray_info.get("node_cpus") or cpus)
     node_gpus = float(ray_info.get("node_gpus", gpus) or 0)
     todo = [s for s in plan if not cache.has(s.stage, s.key)]
+    if ray_info.get("started") is False:
+        return [f"resources: none needed, Ray not started: all {len(plan)} steps are cached"]
     lines = [f"resources: {ray_info.get('nodes', 1)} node(s), {cpus} CPU, {gpus:g} GPU "
              f"({ray_info.get('address', 'local')}); {len(plan)} steps, {len(plan) - len(todo)} "
              f"cached, {len(todo)} to run, at most {workers} at once"]
@@ -144,20 +147,12 @@ def _execute(fn_path: str, threads: int, config: dict, *inputs):
 
 def run_plan(plan: list[Step], cache: StageCache, workers: int, want: set[str],
              task_timeout: float = 6 * 3600) -> RunResult:
-    """Execute the plan; return the artefacts of the steps whose labels are in `want`."""
-    import ray
-
-    # A task whose worker process or node dies is run again (up to 3 times); an exception raised
-    # by the stage itself is not retried: it would only fail the same way.
-    remote = ray.remote(num_cpus=1, max_retries=3)(_execute)
-    resources = ray.cluster_resources()
-    max_cpus = max(1, int(resources.get("CPU", 1)))  # the cluster's
-    max_gpus = float(resources.get("GPU", 0))
-    node_cpus, node_gpus = largest_node()  # what one task can get
+    """Execute the plan; return the artefacts of the steps whose labels are in `want`. Ray is
+    needed only when a step is to run: a local one is started here if none is (a run whose
+    steps were all cached skips it, bench/cli.py), and `RunResult.started_ray` says so."""
     by_label = {s.label: s for s in plan}
     result = RunResult()
     done: set[str] = set()
-    refs: dict[str, ray.ObjectRef] = {}
     repaired: dict[str, str] = {}
     for s in plan:
         if cache.has(s.stage, s.key):
@@ -172,6 +167,31 @@ def run_plan(plan: list[Step], cache: StageCache, workers: int, want: set[str],
             cache.discard(s.stage, s.key)
             repaired[s.label] = problem
     todo = [s for s in plan if s.label not in done]
+    if todo:
+        result = _run_steps(plan, todo, done, repaired, cache, workers, want, task_timeout,
+                            result)
+    for label in want - set(result.outputs):
+        s = by_label[label]
+        result.outputs[label] = cache.load(s.stage, s.key)
+    return result
+
+
+def _run_steps(plan, todo, done, repaired, cache, workers, want, task_timeout,
+               result: RunResult) -> RunResult:
+    """The steps of `todo` as Ray tasks, each as soon as its inputs exist."""
+    import ray
+
+    if not ray.is_initialized():  # the caller found every step cached, then an entry was corrupt
+        result.started_ray = start_ray(None, workers)
+    # A task whose worker process or node dies is run again (up to 3 times); an exception raised
+    # by the stage itself is not retried: it would only fail the same way.
+    remote = ray.remote(num_cpus=1, max_retries=3)(_execute)
+    resources = ray.cluster_resources()
+    max_cpus = max(1, int(resources.get("CPU", 1)))  # the cluster's
+    max_gpus = float(resources.get("GPU", 0))
+    node_cpus, node_gpus = largest_node()  # what one task can get
+    by_label = {s.label: s for s in plan}
+    refs: dict[str, ray.ObjectRef] = {}
 
     def inputs_of(step):
         for d in step.deps:
@@ -243,9 +263,6 @@ def run_plan(plan: list[Step], cache: StageCache, workers: int, want: set[str],
     if failures:
         raise StageFailed(f"{len(failures)} stage(s) failed (finished stages are cached; "
                           f"rerun to resume): " + "; ".join(failures), causes)
-    for label in want - set(result.outputs):
-        s = by_label[label]
-        result.outputs[label] = cache.load(s.stage, s.key)
     return result
 
 

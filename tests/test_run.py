@@ -28,11 +28,20 @@ def runs(tmp_path_factory):
               cache=root / "cache-two", cwd=repo)
     assert p.returncode == 0, p.stderr[-2000:]
     out["two"] = root / "two" / "smoke" / "r"
-    # a warm rerun of the same suite: everything comes from the cache
+    # a warm rerun of the same suite: everything comes from the cache, so Ray is not started
     p = bench("run", suite, "--workers", "2", "--out", str(root / "warm"), "--run-id", "r",
               cache=root / "cache-two", cwd=repo)
     assert p.returncode == 0, p.stderr[-2000:]
-    out["warm"] = root / "warm" / "smoke" / "r"
+    out["warm"], out["warm_stdout"] = root / "warm" / "smoke" / "r", p.stdout
+    # again, with one cached entry damaged: the run finds it, starts Ray and recomputes it
+    (entry,) = (root / "cache-two" / "requests").iterdir()
+    for f in entry.glob("*.parquet"):
+        f.write_bytes(f.read_bytes()[:-9])
+    p = bench("run", suite, "--workers", "2", "--out", str(root / "repair"), "--run-id", "r",
+              cache=root / "cache-two", cwd=repo)
+    assert p.returncode == 0, p.stderr[-2000:]
+    assert "stage cache entry of requests" in p.stderr and "corrupt" in p.stderr
+    out["repair"] = root / "repair" / "smoke" / "r"
     return out
 
 
@@ -72,6 +81,10 @@ def test_manifest_records_config_versions_and_timings(runs):
     assert m["stages"]["engagement"]["seconds"] > 0
     warm = json.loads((runs["warm"] / "manifest.json").read_text())
     assert all(s["cached"] for s in warm["stages"].values())
+    assert warm["ray"]["started"] is False and "Ray not started" in runs["warm_stdout"]
+    repair = json.loads((runs["repair"] / "manifest.json").read_text())
+    assert repair["ray"]["ray_version"] and repair["ray"]["workers"] == 2  # started after all
+    assert [k for k, s in repair["stages"].items() if not s["cached"]] == ["requests"]
     assert isinstance(m["git"]["dirty"], bool) and m["git_commit"].startswith(m["git"]["commit"])
 
 
@@ -91,6 +104,7 @@ def test_same_numbers_warm(runs):
     cols = ["method", "context", "aggregation", "w_control", "k", "metric", "mean", "se"]
     two = pd.read_parquet(runs["two"] / "cells.parquet")[cols]
     pd.testing.assert_frame_equal(two, pd.read_parquet(runs["warm"] / "cells.parquet")[cols])
+    pd.testing.assert_frame_equal(two, pd.read_parquet(runs["repair"] / "cells.parquet")[cols])
     a = pd.read_parquet(runs["two"] / "recommendations.parquet")
     b = pd.read_parquet(runs["warm"] / "recommendations.parquet")
     assert all(np.array_equal(x, y) for x, y in zip(a["items"], b["items"]))

@@ -168,8 +168,7 @@ def run_plan(plan: list[Step], cache: StageCache, workers: int, want: set[str],
             repaired[s.label] = problem
     todo = [s for s in plan if s.label not in done]
     if todo:
-        result = _run_steps(plan, todo, done, repaired, cache, workers, want, task_timeout,
-                            result)
+        _run_steps(plan, todo, done, repaired, cache, workers, want, task_timeout, result)
     for label in want - set(result.outputs):
         s = by_label[label]
         result.outputs[label] = cache.load(s.stage, s.key)
@@ -177,8 +176,8 @@ def run_plan(plan: list[Step], cache: StageCache, workers: int, want: set[str],
 
 
 def _run_steps(plan, todo, done, repaired, cache, workers, want, task_timeout,
-               result: RunResult) -> RunResult:
-    """The steps of `todo` as Ray tasks, each as soon as its inputs exist."""
+               result: RunResult) -> None:
+    """The steps of `todo` as Ray tasks, each as soon as its inputs exist; into `result`."""
     import ray
 
     if not ray.is_initialized():  # the caller found every step cached, then an entry was corrupt
@@ -263,7 +262,6 @@ def _run_steps(plan, todo, done, repaired, cache, workers, want, task_timeout,
     if failures:
         raise StageFailed(f"{len(failures)} stage(s) failed (finished stages are cached; "
                           f"rerun to resume): " + "; ".join(failures), causes)
-    return result
 
 
 def make_room(pools: LLMPools, steps: list[Step], cluster: tuple, node: tuple) -> None:

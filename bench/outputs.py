@@ -251,6 +251,10 @@ def build_manifest(run_dir, suite, plan, result, per_user, run_info, elapsed) ->
         # every seeded stage (bivae, requests, pool sample, distillation) ran with each of these
         "seeds": {"runs": list(suite.seeds), "per_seed_stages": repeated_stages(plan)},
         "data_source": first["dataset"]["split"]["source"],
+        "split": {**first["dataset"]["split"]["meta"],
+                  "train_ratings": len(first["dataset"]["train"]),
+                  "test_ratings": len(first["dataset"]["test"]),
+                  "evaluable_users": n_evaluable(first["dataset"])},
         "n_users": int(per_user[per_user.seed == suite.seeds[0]].user_id.nunique()),
         "n_cells": len(suite.grid()),
         "engagement_metrics": first["engagement"]["metrics"],
@@ -269,6 +273,11 @@ def build_manifest(run_dir, suite, plan, result, per_user, run_info, elapsed) ->
         "sweep_compute_seconds": round(sweep_seconds, 3),
         "wall_seconds": round(elapsed, 2),
     }
+
+
+def n_evaluable(ds: dict) -> int:
+    from .stages.data import split_of
+    return len(split_of(ds).evaluable_users())
 
 
 def pool_facts(suite, pool: dict) -> dict:

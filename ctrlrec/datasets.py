@@ -7,7 +7,8 @@ taking the suite's `path` and the entry's options:
 
     load(path, **options) -> Dataset        read and validate (raise DataError, one line)
     check(path, **options) -> None          cheap checks before a run starts (raise DataError)
-    n_users(path, **options) -> int         users in the data (the plan needs it before loading)
+    n_users(path, **options) -> int         users with two ratings or more, whom the per-user
+                                            split can evaluate (the plan needs it before loading)
     fingerprint(path, **options) -> dict|None   what enters the dataset's cache key beyond the
                                             suite's keys (e.g. file hashes); None: nothing
     fetch() -> str | None                   put the data in the cache (None: nothing to fetch)

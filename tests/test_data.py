@@ -1,8 +1,9 @@
 import pandas as pd
 import pytest
 
-from ctrlrec.data import (ML_GENRES, DataError, chronological_split, display_title, item_texts,
-                          load_movielens, movielens_wheel)
+from ctrlrec.data import (ML_GENRES, DataError, chronological_split, display_title,
+                          global_time_split, item_texts, load_movielens, movielens_wheel,
+                          split_ratings)
 
 
 def test_wheel_fallback_reads_the_real_dataset(tmp_path, monkeypatch):
@@ -73,6 +74,44 @@ def test_split_breaks_timestamp_ties_by_item_id():
     assert s.test.item_id.tolist() == [5, 9]
     shuffled = chronological_split(ratings.sample(frac=1, random_state=1))
     assert shuffled.train.item_id.tolist() == [1, 3]
+
+
+def test_global_time_split_puts_every_train_rating_before_every_test_rating(movielens, split):
+    s = split_ratings(movielens.ratings, "global_time", 0.5)
+    assert len(s.train) + len(s.test) == 100_000
+    assert s.train.timestamp.max() < s.meta["cutoff"] <= s.test.timestamp.min()
+    assert 0.49 < len(s.train) / 100_000 <= 0.5 and s.meta["train_share"] == len(s.train) / 1e5
+    # the per-user split (the paper's) trains on ratings made after that cutoff, from 46% of
+    # its train ratings: the time leak across users that this split removes
+    assert (split.train.timestamp >= s.meta["cutoff"]).mean() > 0.4
+    # many users rated on one side of the cutoff only; only users on both sides are evaluable
+    both = set(s.train.user_id) & set(s.test.user_id)
+    assert s.evaluable_users().tolist() == sorted(both) and 50 < len(both) < 943
+    assert len(split.evaluable_users()) == 943  # per user: every MovieLens user
+    again = split_ratings(movielens.ratings.sample(frac=1, random_state=2), "global_time", 0.5)
+    pd.testing.assert_frame_equal(again.train, s.train)
+    pd.testing.assert_frame_equal(again.test, s.test)
+
+
+def test_global_time_split_keeps_a_second_together_and_refuses_an_empty_train():
+    ratings = pd.DataFrame({"user_id": [1, 1, 2, 2, 3], "item_id": [1, 2, 1, 3, 2],
+                            "rating": 4, "timestamp": [5, 20, 10, 20, 30]})
+    s = global_time_split(ratings, 0.6)  # position 3 of 5 is at t=20: both ratings of t=20 test
+    assert s.meta["cutoff"] == 20 and s.train.timestamp.tolist() == [5, 10]
+    assert s.evaluable_users().tolist() == [1, 2]
+    with pytest.raises(DataError, match="no rating is earlier than the cutoff 5") as err:
+        global_time_split(ratings, 0.1)
+    assert "\n" not in str(err.value)
+
+
+def test_evaluated_users_are_drawn_from_the_evaluable(movielens):
+    from bench.stages.data import evaluated_users
+
+    s = split_ratings(movielens.ratings, "global_time", 0.5)
+    ok = set(s.evaluable_users().tolist())
+    sample = evaluated_users(s, 30, seed=0)
+    assert len(sample) == 30 and set(sample.tolist()) <= ok
+    assert evaluated_users(s, "all", seed=0).tolist() == sorted(ok)
 
 
 def test_item_text_has_title_year_and_genres(movielens):

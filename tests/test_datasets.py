@@ -168,8 +168,8 @@ def test_a_folder_key_follows_the_files_and_ml100k_keys_hold(tmp_path):
     assert n_evaluated(suite) == 30
     before = build_plan(suite, 30)[0]
     assert before.label == "dataset" and set(before.config["files"]) == {"ratings.csv", "items.csv"}
-    with open(folder / "ratings.csv", "a") as f:
-        f.write("31,1000,5,99999999\n")
+    with open(folder / "ratings.csv", "a") as f:  # user 32, with one rating, has no test half
+        f.write("31,1000,5,99999999\n31,1003,4,99999999\n32,1000,5,99999999\n")
     assert build_plan(suite, 31)[0].key != before.key and n_evaluated(suite) == 31
     ml = load_suite(os.path.join(REPO, "suites", "smoke.yaml"))
     cfg = build_plan(ml, n_evaluated(ml))[0].config
@@ -177,18 +177,14 @@ def test_a_folder_key_follows_the_files_and_ml100k_keys_hold(tmp_path):
     assert DATASETS["ml-100k"].impl().fetch and DATASETS["folder"].impl().fetch() is None
 
 
-@pytest.mark.slow  # ~10 s: MiniLM over the albums, the report and its plots
-def test_folder_suite_runs_through_every_stage_to_a_report_and_bench_show(tmp_path):
-    """The plan's own steps, in order, on this process (no Ray: `bench run` through Ray is
-    tested on MovieLens in tests/test_run.py): category accuracy rises with w_control and
-    precision stays a fraction; then the run folder, its report, and `bench show` on it."""
+def run_in_process(tmp_path, text):
+    """The plan's own steps, in order, on this process (no Ray), written as a run folder."""
     from bench.outputs import write_run
     from bench.plan import build_plan, n_evaluated
     from bench.runner import RunResult
-    from bench.show import show
     from bench.suitefile import load_suite
 
-    (tmp_path / "s.yaml").write_text(suite_text(write_folder(tmp_path / "albums")))
+    (tmp_path / "s.yaml").write_text(text)
     suite = load_suite(tmp_path / "s.yaml")
     plan = build_plan(suite, n_evaluated(suite))
     out = {}
@@ -196,6 +192,22 @@ def test_folder_suite_runs_through_every_stage_to_a_report_and_bench_show(tmp_pa
         module, name = step.fn.split(":")
         fn = getattr(importlib.import_module(module), name)
         out[step.label] = fn(step.config, *[out[d] for d in step.deps])
+    run = tmp_path / "out" / "albums" / "r"
+    run.mkdir(parents=True)
+    (tmp_path / "cache").mkdir()  # where `bench show` caches what it computes
+    write_run(run, suite, plan, RunResult(outputs=out),
+              {"run_id": "r", "cache_dir": str(tmp_path / "cache")}, 1.0)
+    return out, run
+
+
+@pytest.mark.slow  # ~10 s: MiniLM over the albums, the report and its plots
+def test_folder_suite_runs_through_every_stage_to_a_report_and_bench_show(tmp_path):
+    """The plan's own steps, in order, on this process (no Ray: `bench run` through Ray is
+    tested on MovieLens in tests/test_run.py): category accuracy rises with w_control and
+    precision stays a fraction; then the run folder, its report, and `bench show` on it."""
+    from bench.show import show
+
+    out, run = run_in_process(tmp_path, suite_text(write_folder(tmp_path / "albums")))
     assert out["dataset"]["info"]["item_noun"] == "album"
     req = out["requests"]["requests"]
     assert set(req.genre) <= set(CATEGORIES) and req.text.str.contains("album").any()
@@ -204,11 +216,6 @@ def test_folder_suite_runs_through_every_stage_to_a_report_and_bench_show(tmp_pa
     assert mean.loc[1.0, "genre_accuracy"] >= 0.8 > mean.loc[0.0, "genre_accuracy"]
     assert mean.precision.between(0, 1).all() and mean.loc[0.0, "precision"] > 0
 
-    run = tmp_path / "out" / "albums" / "r"
-    run.mkdir(parents=True)
-    (tmp_path / "cache").mkdir()  # where `bench show` caches what it computes
-    write_run(run, suite, plan, RunResult(outputs=out),
-              {"run_id": "r", "cache_dir": str(tmp_path / "cache")}, 1.0)
     cells = pd.read_parquet(run / "cells.parquet")
     acc = cells[cells.metric == "genre_accuracy"].set_index("w_control")["mean"]
     assert acc[1.0] >= 0.8 > acc[0.0] and (cells.n_users == 30).all()
@@ -216,3 +223,28 @@ def test_folder_suite_runs_through_every_stage_to_a_report_and_bench_show(tmp_pa
     assert "album" in (run / "summary.md").read_text().lower()
     text = show(str(run), 3, "some techno please", [1.0], k=3)
     assert "| categories" in text and text.count("Techno") >= 3
+
+
+@pytest.mark.slow  # ~10 s, as above
+def test_a_global_time_split_evaluates_only_users_on_both_sides_of_its_cutoff(tmp_path):
+    """Users 1-3 rated before everyone else, 28-30 after; the other 24 rated in turns, so one
+    cutoff at half of all ratings leaves each of them 8 train and 8 test ratings. Only those 24
+    get a request and count in the cells; the manifest and the report say which split ran."""
+    folder = write_folder(tmp_path / "albums")
+    r = pd.read_csv(folder / "ratings.csv")
+    turn, u = r.groupby("user_id").cumcount(), r.user_id
+    r["timestamp"] = np.where(u <= 3, u * 100 + turn, np.where(
+        u >= 28, 10**7 + u * 100 + turn, 10**6 + turn * 1000 + u))
+    r.to_csv(folder / "ratings.csv", index=False)
+    out, run = run_in_process(tmp_path, suite_text(
+        folder, "").replace("item_noun: album}", "item_noun: album, split: {kind: global_time}}"))
+    assert out["requests"]["requests"].user_id.tolist() == list(range(4, 28))
+    cells = pd.read_parquet(run / "cells.parquet")
+    assert (cells.n_users == 24).all()
+    split = json.loads((run / "manifest.json").read_text())["split"]
+    assert split["kind"] == "global_time" and split["evaluable_users"] == 24
+    assert split["train_ratings"] == 3 * 16 + 24 * 8 and split["test_ratings"] == 240
+    assert "split at one time for all users" in (run / "summary.md").read_text()
+    from bench.plan import n_evaluated
+    from bench.suitefile import load_suite
+    assert n_evaluated(load_suite(tmp_path / "s.yaml")) == 24  # the plan knows it beforehand

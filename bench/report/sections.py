@@ -5,6 +5,7 @@ tables (DataFrames) and figures (PNG files of the run folder)."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from datetime import datetime, timezone
 from pathlib import Path
 
 import pandas as pd
@@ -307,12 +308,24 @@ def distillation_section(run_dir: Path, manifest: dict) -> Section | None:
              "Scatter: `distill.png`; pairs: `distill_check.parquet`.")
 
 
+def describe_split(split: dict | None) -> str | None:
+    """The train/test split in words (runs made before the manifest held it: None)."""
+    if not split:
+        return None
+    share = f"{split['train_fraction']:.0%}"
+    if split["kind"] == "global_time":
+        cutoff = datetime.fromtimestamp(split["cutoff"], timezone.utc).isoformat(timespec="seconds")
+        return (f"split at one time for all users ({cutoff}, {split['train_share']:.1%} of ratings "
+                f"train; {split['evaluable_users']} users with train and test ratings)")
+    return f"split per user by time (earliest {share} of each user's ratings train)"
+
+
 def facts(manifest: dict) -> list[str]:
     """Which run this is and where it ran, for the line under the title."""
     out = [f"run {manifest.get('run_id')}", manifest.get("created_utc"),
            f"{manifest['n_users']} users", f"config {manifest['config_hash'][:12]}",
            f"git {str(manifest.get('git_commit', ''))[:10]}",
-           f"data from {manifest.get('data_source')}",
+           f"data from {manifest.get('data_source')}", describe_split(manifest.get("split")),
            f"candidate pool {describe_pool(manifest.get('pool') or {})}"
            + (" (embedding-nominated: favours embedding methods)"
               if embedding_warning(manifest) else ""),

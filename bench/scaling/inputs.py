@@ -189,14 +189,14 @@ def sweep_unit_seconds(manifests: list[Path]) -> tuple[float, str]:
 
 def dataset_facts(suite) -> dict:
     """Items, evaluated users and candidate items per user of the projected suite."""
-    from ctrlrec.data import chronological_split
+    from ctrlrec.data import split_ratings
     from ctrlrec.datasets import load_dataset
 
     from ..plan import n_evaluated
 
     data = load_dataset(suite.data.dataset, suite.data.path, **suite.data.options())
-    split = chronological_split(data.ratings, suite.data.split.train_fraction,
-                                item_ids=data.items.item_id.to_numpy())
+    split = split_ratings(data.ratings, suite.data.split.kind, suite.data.split.train_fraction,
+                          item_ids=data.items.item_id.to_numpy())
     n_items = len(data.items)
     every = n_items - split.train.groupby("user_id").item_id.nunique().mean()
     short = sum(n * (len(data.info.request_categories) if name == "per_category" else 1)

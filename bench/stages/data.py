@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 
 from ctrlrec import aggregate, metrics
-from ctrlrec.data import MOVIELENS, Split, chronological_split, item_texts
+from ctrlrec.data import MOVIELENS, Split, item_texts, split_ratings
 from ctrlrec.datasets import DatasetInfo, dataset_entry, load_dataset
 from ctrlrec.engagement import BiVAEConfig, popularity_scores, train_bivae, train_cornac
 
@@ -31,8 +31,8 @@ def dataset_info(ds: dict) -> DatasetInfo:
 def dataset_stage(cfg: dict) -> dict:
     options = {k: cfg[k] for k in dataset_entry(cfg["dataset"]).options if k in cfg}
     data = load_dataset(cfg["dataset"], cfg["path"], **options)
-    split = chronological_split(data.ratings, cfg["split"]["train_fraction"],
-                                item_ids=data.items.item_id.to_numpy())
+    split = split_ratings(data.ratings, cfg["split"]["kind"], cfg["split"]["train_fraction"],
+                          item_ids=data.items.item_id.to_numpy())
     texts = item_texts(data.items, data.info)
     if cfg["items"]["text"] == "summary":  # each item's profile is cached in the LLM cache
         from ctrlrec.data import summarised_texts
@@ -63,10 +63,11 @@ def engagement_stage(cfg: dict, ds: dict) -> dict:
         scores = pop
     else:  # any other cornac model, through its own fit() and score()
         _, scores = train_cornac(split, cfg["model"], cfg["params"], cfg["seed"])
-    candidates = ~split.matrix("train")
-    test = split.matrix("test")
+    rows = split.user_index(split.evaluable_users())  # a user with no test item scores 0
+    candidates = ~split.matrix("train")[rows]
+    test = split.matrix("test")[rows]
     out["scores"] = scores.astype(np.float32)
-    out["metrics"] = {name: ranking_quality(s, candidates, test)
+    out["metrics"] = {name: ranking_quality(s[rows], candidates, test)
                       for name, s in ((cfg["model"], scores), ("popularity", pop))}
     return out
 
@@ -89,8 +90,10 @@ def item_embeddings_stage(cfg: dict, ds: dict) -> dict:
     return {"emb": encode(encoder, ds["items"].text.tolist(), desc="item embeddings")}
 
 
-def evaluated_users(user_ids: np.ndarray, users, seed: int) -> np.ndarray:
-    """All users, or a seeded sample of `users` of them (sorted, so rows keep id order)."""
+def evaluated_users(split: Split, users, seed: int) -> np.ndarray:
+    """All evaluable users (a train and a test rating each), or a seeded sample of `users` of
+    them (sorted, so rows keep id order)."""
+    user_ids = split.evaluable_users()
     if users == "all" or users >= len(user_ids):
         return np.asarray(user_ids)
     rng = np.random.default_rng(seed)
@@ -101,7 +104,7 @@ def requests_stage(cfg: dict, ds: dict) -> dict:
     from ctrlrec import requests as R
 
     split = split_of(ds)
-    users = evaluated_users(split.user_ids, cfg["users"], cfg["seed"])
+    users = evaluated_users(split, cfg["users"], cfg["seed"])
     if cfg["generator"] == "template":
         df = R.template_genre_requests(split, ds["items"], users, seed=cfg["seed"],
                                        strategy=cfg["genre_strategy"], info=dataset_info(ds))

@@ -61,8 +61,8 @@ def own_kind_requests(own: dict, ds: dict, cached, tokenizer, exclude: set) -> p
         texts = R.training_genre_requests(own["n"], own["seed"], dataset_info(ds))
     else:
         split = split_of(ds)
-        evaluated = set(evaluated_users(split.user_ids, own["users"], own["seed"]).tolist())
-        others = np.array([u for u in split.user_ids if u not in evaluated])
+        evaluated = set(evaluated_users(split, own["users"], own["seed"]).tolist())
+        others = np.array([u for u in split.evaluable_users() if u not in evaluated])
         rng = np.random.default_rng(own["seed"] + 1)
         users = np.sort(rng.choice(others, min(own["n"], len(others)), replace=False))
         df = R.llm_open_requests(cached, lambda chat: render(tokenizer, chat), split, ds["items"],

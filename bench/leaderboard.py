@@ -22,9 +22,9 @@ from .suite import PoolCfg
 RUN_FILES = ("manifest.json", "table1.csv", "cells.parquet", "summary.md",
              "recommendations.parquet")  # a folder with none of these is not a run (skip quietly)
 # rows are ranked (by satisfaction) only among rows that agree on everything before it: the same
-# dataset, metric, k and candidates (a shortlist's ceiling is its own: 8 + random 8 caps genre
-# accuracy near 0.47, 8 + per_category 3 near 0.93)
-RANKED_WITHIN = ["suite", "dataset", "metric", "k", "pool"]
+# dataset, split, metric, k and candidates (a shortlist's ceiling is its own: 8 + random 8 caps
+# genre accuracy near 0.47, 8 + per_category 3 near 0.93; another split has other test halves)
+RANKED_WITHIN = ["suite", "dataset", "split", "metric", "k", "pool"]
 SORT = RANKED_WITHIN + ["max_satisfaction", "method", "context", "aggregation", "run"]
 
 
@@ -100,6 +100,7 @@ def _run_rows(run: Path, include_dirty: bool = False) -> list[dict]:
         rows.append({
             "suite": suite["name"], "run": run.name, "protocol": manifest.get("protocol", 1),
             "dataset": suite.get("data", {}).get("dataset", "ml-100k"),
+            "split": suite.get("data", {}).get("split", {}).get("kind", "per_user_chronological"),
             "date": str(manifest.get("created_utc", ""))[:10],
             "method": r.method, "context": r.context, "aggregation": r.aggregation,
             "metric": metric, "k": int(r.k), "model": _models(suite, r.method),
@@ -169,9 +170,11 @@ def write(root: Path, out: Path | None = None, include_dirty: bool = False) -> s
                 "not trusted); `protocol`: the evaluation protocol the run followed (2: neutral "
                 "shortlist, judge checked, request-level intervals, code-hashed stage keys; 1: "
                 "the first runs, MiniLM-nominated shortlist and user-level intervals). "
-                "Sorted by suite, dataset, metric, k and pool, then satisfaction (best first): "
-                "a row is ranked only against rows over the same candidates, since a shortlist "
-                "caps what any method can reach on it. "
+                "`split`: the train/test split (`per_user_chronological`, the paper's, or "
+                "`global_time`, one cutoff in time for all users). "
+                "Sorted by suite, dataset, split, metric, k and pool, then satisfaction (best "
+                "first): a row is ranked only against rows over the same split and candidates, "
+                "since a shortlist caps what any method can reach on it. "
                 + ("Runs from a tree with uncommitted changes are included (`commit` ends in "
                    "`-dirty`). " if include_dirty else "Runs from a tree with uncommitted changes "
                    "are left out (listed below; `--include-dirty` adds them). ")

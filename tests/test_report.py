@@ -208,13 +208,17 @@ def test_leaderboard_ranks_a_row_only_among_rows_over_the_same_candidates(tmp_pa
              "wide2": ({"kind": "shortlist", "engagement": 8, "random": 0, "per_category": 3},
                        0.90),
              # written before `random` existed: the suite reads it as no random sample
-             "old": ({"kind": "shortlist", "engagement": 20, "untrained": 20}, 0.95)}
+             "old": ({"kind": "shortlist", "engagement": 20, "untrained": 20}, 0.95),
+             # another split: other users and test halves, ranked apart from the rest
+             "late": ({"kind": "shortlist", "engagement": 8, "random": 0, "per_category": 3},
+                      0.99)}
     for run, (pool, sat) in pools.items():
         folder = tmp_path / "genre" / run
         folder.mkdir(parents=True)
+        data = {"data": {"split": {"kind": "global_time"}}} if run == "late" else {}
         (folder / "manifest.json").write_text(json.dumps({
             "suite": {"name": "genre", "engagement": {"model": "bivae"}, "pool": pool,
-                      "methods": [{"name": "untrained"}]},
+                      "methods": [{"name": "untrained"}], **data},
             "git_commit": "f" * 40, "git": {"commit": "f" * 40, "dirty": False}}))
         (folder / "table1.csv").write_text(
             "method,context,aggregation,pool,k,max_satisfaction,ci_low,ci_high,w_control,"
@@ -223,11 +227,13 @@ def test_leaderboard_ranks_a_row_only_among_rows_over_the_same_candidates(tmp_pa
     df, skipped = collect_all(tmp_path)
     assert skipped == []
     assert list(zip(df.pool, df.run)) == [
+        ("all", "late"), ("shortlist(engagement 8 + per_category 3)", "late"),
         ("all", "old"), ("all", "wide2"), ("all", "narrow"), ("all", "wide"),
         ("shortlist(engagement 20 + untrained 20)", "old"),
         ("shortlist(engagement 8 + per_category 3)", "wide2"),
         ("shortlist(engagement 8 + per_category 3)", "wide"),
         ("shortlist(engagement 8 + random 8)", "narrow")]
+    assert df.split.tolist() == ["global_time"] * 2 + ["per_user_chronological"] * 8
     assert "| shortlist(engagement 8 + random 8) " in write(tmp_path)
 
 

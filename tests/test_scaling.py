@@ -119,6 +119,10 @@ def test_paper_suite_prompt_counts():
     facts = dataset_facts(suite)
     assert facts["users"] == 943 and facts["items"] == 1682
     assert facts["candidates"] == pytest.approx(1682 - 50_000 / 943, abs=1)  # half the ratings
+    # one cutoff in time: only the 134 users with ratings on both sides, and their train halves
+    late = dataset_facts(load_suite(REPO / "suites" / "gpu" / "genre.yaml",
+                                    [JUDGE, "data.split.kind=global_time"]))
+    assert late["users"] == 134 and late["candidates"] == pytest.approx(1682 - 17_812 / 134)
     tp = throughput(REPO / "results" / "throughput" / "h200-random-weight")
     cache = {"per_prompt_s": 1e-5, "per_shard_s": 1e-3, "chars": 1}
     p = Projector(suite, facts, measured_by_hand(), tp, 1e-8, Assumptions(), cache)

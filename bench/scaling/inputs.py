@@ -198,7 +198,8 @@ def dataset_facts(suite) -> dict:
     split = split_ratings(data.ratings, suite.data.split.kind, suite.data.split.train_fraction,
                           item_ids=data.items.item_id.to_numpy())
     n_items = len(data.items)
-    every = n_items - split.train.groupby("user_id").item_id.nunique().mean()
+    train = split.train[split.train.user_id.isin(split.evaluable_users())]
+    every = n_items - train.groupby("user_id").item_id.nunique().mean()
     short = sum(n * (len(data.info.request_categories) if name == "per_category" else 1)
                 for name, n in suite.pool.nominators())  # per_category: n of each category
     return {"items": n_items, "users": n_evaluated(suite), "candidates_all": float(every),

@@ -18,10 +18,12 @@ import pandas as pd
 
 def summarise(run: Path, users: set | None, label: str) -> list[dict]:
     per_user = pd.read_parquet(run / "per_user.parquet")
-    per_user = per_user[per_user.pool == "all"]
+    if "pool" in per_user:  # (older runs ranked all items only and have no pool column)
+        per_user = per_user[per_user.pool == "all"]
     if users is not None:
         per_user = per_user[per_user.user_id.isin(users)]
-    split = json.loads((run / "manifest.json").read_text())["split"]
+    manifest = json.loads((run / "manifest.json").read_text())
+    split = manifest.get("split") or manifest["suite"]["data"]["split"]  # older runs: the suite's
     rows = []
     for (method, k), d in per_user.groupby(["method", "k"]):
         by_w = d.groupby("w_control")[["genre_accuracy", "precision", "ndcg"]].mean()

@@ -76,3 +76,33 @@ def test_item_summaries_keep_the_basic_text_first_and_are_cached(tiny_backend, t
     assert [o.startswith(b) for o, b in zip(out, basic)] == [True, True]
     assert all(len(o) > len(b) for o, b in zip(out, basic))
     assert summarised_texts(llm, draw, basic, max_new_tokens=4) == out and llm.calls == 2
+
+
+@pytest.mark.slow
+def test_own_open_ended_requests_come_from_evaluable_users_outside_the_evaluated(
+        tiny_backend, movielens, tmp_path, monkeypatch):
+    """Distillation's own open-ended requests are written for users left out of the evaluated
+    sample, and under one cutoff in time only for users with ratings on both sides of it (the
+    request is written from the favourites of the test half)."""
+    import ctrlrec.requests as R
+    from bench.stages.data import evaluated_users
+    from bench.stages.distill import own_kind_requests
+    from ctrlrec.data import split_ratings
+
+    split = split_ratings(movielens.ratings, "global_time", 0.5)
+    ds = {"train": split.train, "test": split.test, "items": movielens.items,
+          "split": {"user_ids": split.user_ids.tolist(), "item_ids": split.item_ids.tolist(),
+                    "meta": split.meta}}
+    asked, real = [], R.llm_open_requests
+
+    def recording(llm, draw, s, items, users, **kw):  # the real writer, one try per user
+        asked.extend(int(u) for u in users)
+        return real(llm, draw, s, items, users, tries=1, **kw)
+
+    monkeypatch.setattr(R, "llm_open_requests", recording)
+    own = {"kind": "open_ended", "users": 30, "seed": 0, "n": 8, "history_from": "test",
+           "unique": True}
+    out = own_kind_requests(own, ds, _llm(tiny_backend, tmp_path), tiny_backend.tokenizer, set())
+    outside = set(split.evaluable_users().tolist()) - set(evaluated_users(split, 30, 0).tolist())
+    assert len(set(asked)) == 8 and set(asked) <= outside
+    assert (out.kind == "suite_open_ended").all()  # (a random model's answers are all dropped)

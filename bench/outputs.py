@@ -16,6 +16,7 @@ from .report import plots, provenance, render, sections, statistics, tables
 from .report import seeds as by_seed
 from .report.sources import pool_sources
 from .seeds import repeated_stages, seed_steps, split_label
+from .stages.data import split_of
 
 
 def write_run(run_dir: Path, suite, plan, result, run_info: dict, elapsed: float) -> None:
@@ -254,7 +255,7 @@ def build_manifest(run_dir, suite, plan, result, per_user, run_info, elapsed) ->
         "split": {**first["dataset"]["split"]["meta"],
                   "train_ratings": len(first["dataset"]["train"]),
                   "test_ratings": len(first["dataset"]["test"]),
-                  "evaluable_users": n_evaluable(first["dataset"])},
+                  "evaluable_users": len(split_of(first["dataset"]).evaluable_users())},
         "n_users": int(per_user[per_user.seed == suite.seeds[0]].user_id.nunique()),
         "n_cells": len(suite.grid()),
         "engagement_metrics": first["engagement"]["metrics"],
@@ -273,11 +274,6 @@ def build_manifest(run_dir, suite, plan, result, per_user, run_info, elapsed) ->
         "sweep_compute_seconds": round(sweep_seconds, 3),
         "wall_seconds": round(elapsed, 2),
     }
-
-
-def n_evaluable(ds: dict) -> int:
-    from .stages.data import split_of
-    return len(split_of(ds).evaluable_users())
 
 
 def pool_facts(suite, pool: dict) -> dict:

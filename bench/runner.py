@@ -168,16 +168,17 @@ def run_plan(plan: list[Step], cache: StageCache, workers: int, want: set[str],
             repaired[s.label] = problem
     todo = [s for s in plan if s.label not in done]
     if todo:
-        _run_steps(plan, todo, done, repaired, cache, workers, want, task_timeout, result)
+        _run_steps(by_label, todo, done, repaired, cache, workers, want, task_timeout, result)
     for label in want - set(result.outputs):
         s = by_label[label]
         result.outputs[label] = cache.load(s.stage, s.key)
     return result
 
 
-def _run_steps(plan, todo, done, repaired, cache, workers, want, task_timeout,
-               result: RunResult) -> None:
-    """The steps of `todo` as Ray tasks, each as soon as its inputs exist; into `result`."""
+def _run_steps(by_label: dict[str, Step], todo, done, repaired, cache, workers, want,
+               task_timeout, result: RunResult) -> None:
+    """The steps of `todo` as Ray tasks, each as soon as its inputs exist (`by_label`: every step
+    of the plan); into `result`."""
     import ray
 
     if not ray.is_initialized():  # the caller found every step cached, then an entry was corrupt
@@ -189,7 +190,6 @@ def _run_steps(plan, todo, done, repaired, cache, workers, want, task_timeout,
     max_cpus = max(1, int(resources.get("CPU", 1)))  # the cluster's
     max_gpus = float(resources.get("GPU", 0))
     node_cpus, node_gpus = largest_node()  # what one task can get
-    by_label = {s.label: s for s in plan}
     refs: dict[str, ray.ObjectRef] = {}
 
     def inputs_of(step):
@@ -205,7 +205,7 @@ def _run_steps(plan, todo, done, repaired, cache, workers, want, task_timeout,
     pools = LLMPools(max_cpus, max_gpus, node_cpus)
     # tqdm_ray also in the driver, so its bar and the workers' bars share one set of lines.
     from ray.experimental import tqdm_ray
-    bar = tqdm_ray.tqdm(total=len(plan), desc=f"stages ({len(done)} cached)")
+    bar = tqdm_ray.tqdm(total=len(by_label), desc=f"stages ({len(done)} cached)")
     bar.update(len(done))
     while todo or inflight:
         for s in [s for s in todo if all(d in done for d in s.deps)]:

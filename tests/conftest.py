@@ -113,6 +113,19 @@ def expected(ratings):
     return np.array([r.expected for r in ratings])
 
 
+def expected_from_top(tops, vocab: int, digit_ids):
+    """Expected ratings from `top_logprobs` answers (n = the vocabulary: every token's logprob),
+    computed as a backend's `rate` computes them from its logits."""
+    import numpy as np
+
+    from ctrlrec.llm.backends import ratings_from_logprobs
+
+    logp = np.full((len(tops), vocab), -np.inf)
+    for row, top in zip(logp, tops):
+        row[[t for t, _ in top]] = [lp for _, lp in top]
+    return expected(ratings_from_logprobs(logp, digit_ids))
+
+
 @pytest.fixture(scope="session")
 def rating_model_dir(tmp_path_factory, tokenizer):
     """A 2-layer random Qwen2 whose answer after a rating prompt is mostly a digit (mass ~0.9 to

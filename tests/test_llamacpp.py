@@ -6,7 +6,7 @@ from importlib.util import find_spec
 
 import numpy as np
 import pytest
-from conftest import RATING_ITEMS, RATING_REQUESTS, expected, rating_prompts
+from conftest import RATING_ITEMS, RATING_REQUESTS, expected, expected_from_top, rating_prompts
 
 pytestmark = pytest.mark.skipif(find_spec("llama_cpp") is None,
                                 reason="llama-cpp-python is not installed (scripts/setup.sh)")
@@ -244,16 +244,9 @@ def test_top_logprobs_of_whole_prompts_give_the_ratings_of_rate(tiny_pair):
     """`bench serve` gets whole prompts and finds their shared prefix from the tokens: the
     log-probabilities it returns give exactly the ratings `rate` computes from (prefix,
     item) pairs, with the same batches, and the same ones with nothing shared."""
-    from ctrlrec.llm.backends import ratings_from_logprobs
-
     hf, lcpp = tiny_pair
     prompts = rating_prompts(hf, RATING_REQUESTS[:2], RATING_ITEMS)  # 2 prefixes x 4 items
-
-    def rated(tops):  # every token's logprob (n = the vocabulary) -> the backend's ratings
-        logp = np.full((len(tops), lcpp.n_vocab), -np.inf)
-        for row, top in zip(logp, tops):
-            row[[t for t, _ in top]] = [lp for _, lp in top]
-        return expected(ratings_from_logprobs(logp, lcpp.digit_ids))
+    rated = lambda tops: expected_from_top(tops, lcpp.n_vocab, lcpp.digit_ids)  # noqa: E731
 
     texts = [p.text for p in prompts]
     shared = rated(lcpp.top_logprobs(texts, lcpp.n_vocab))

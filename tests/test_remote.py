@@ -7,7 +7,7 @@ import threading
 
 import numpy as np
 import pytest
-from conftest import RATING_ITEMS, RATING_REQUESTS
+from conftest import RATING_ITEMS, RATING_REQUESTS, expected_from_top
 
 from bench.serve import make_server
 from ctrlrec.llm import backends as B
@@ -52,12 +52,7 @@ def test_whole_prompts_share_their_prefix_and_give_the_ratings_of_rate(rater):
     prompts = [B.fill(rater.render(rating_chat(r)), x)
                for r in RATING_REQUESTS[:2] for x in RATING_ITEMS]
     vocab = rater.model.get_output_embeddings().out_features
-
-    def rated(tops):
-        logp = np.full((len(tops), vocab), -np.inf)
-        for row, top in zip(logp, tops):
-            row[[t for t, _ in top]] = [lp for _, lp in top]
-        return np.array([r.expected for r in B.ratings_from_logprobs(logp, rater.digit_ids)])
+    rated = lambda tops: expected_from_top(tops, vocab, rater.digit_ids)  # noqa: E731
 
     texts = [p.text for p in prompts]
     want = np.array([r.expected for r in rater.rate(prompts)])

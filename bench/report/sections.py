@@ -312,12 +312,12 @@ def describe_split(split: dict | None) -> str | None:
     """The train/test split in words (runs made before the manifest held it: None)."""
     if not split:
         return None
-    share = f"{split['train_fraction']:.0%}"
     if split["kind"] == "global_time":
         cutoff = datetime.fromtimestamp(split["cutoff"], timezone.utc).isoformat(timespec="seconds")
         return (f"split at one time for all users ({cutoff}, {split['train_share']:.1%} of ratings "
                 f"train; {split['evaluable_users']} users with train and test ratings)")
-    return f"split per user by time (earliest {share} of each user's ratings train)"
+    return (f"split per user by time (earliest {split['train_fraction']:.0%} of each user's "
+            "ratings train)")
 
 
 def facts(manifest: dict) -> list[str]:

@@ -62,6 +62,24 @@ def ratings_from_logprobs(logp: np.ndarray, digit_ids: list[list[int]]) -> list[
     return [rating_from_logprobs(row) for row in digit]
 
 
+def prefix_groups(prompts: list[RatePrompt]) -> list[tuple[str, list[int]]]:
+    """Rating prompts grouped by their prefix text: (prefix, the members' indices)."""
+    groups: dict[str, list[int]] = {}
+    for i, p in enumerate(prompts):
+        groups.setdefault(p.prefix, []).append(i)
+    return list(groups.items())
+
+
+def answer_by_group(n: int, groups, answer) -> list:
+    """`answer(key, indices)` gives one answer per member of a group, in the members' order;
+    the answers come back in the order of the n inputs."""
+    out: list = [None] * n
+    for key, idx in groups:
+        for i, a in zip(idx, answer(key, idx), strict=True):
+            out[i] = a
+    return out
+
+
 def shared_prefix_groups(ids: list[list[int]]) -> list[tuple[int, list[int]]]:
     """Token sequences grouped by a leading run they share: (its length, the members' indices).
     Sorted, a request's prompts stand together; the next sequence joins the current group when
@@ -241,15 +259,8 @@ class HFBackend:
     def _rate(self, prompts: list[RatePrompt]) -> list[Rating]:
         if not self.prefix_reuse:
             return self._ratings([], [self._ids(p.prefix) + self._ids(p.suffix) for p in prompts])
-        out: list[Rating | None] = [None] * len(prompts)
-        groups: dict[str, list[int]] = {}
-        for i, p in enumerate(prompts):
-            groups.setdefault(p.prefix, []).append(i)
-        for prefix, idx in groups.items():
-            ratings = self._ratings(self._ids(prefix), [self._ids(prompts[i].suffix) for i in idx])
-            for i, r in zip(idx, ratings, strict=True):
-                out[i] = r
-        return out
+        return answer_by_group(len(prompts), prefix_groups(prompts), lambda prefix, idx: (
+            self._ratings(self._ids(prefix), [self._ids(prompts[i].suffix) for i in idx])))
 
     def _ratings(self, pre_ids: list[int], suffixes: list[list[int]]) -> list[Rating]:
         return [r for logp in self._over_prefix(pre_ids, suffixes)
@@ -301,15 +312,15 @@ class HFBackend:
         request's prompts) share that prefix's computation, found from the token ids."""
         ids = [self._ids(t) for t in texts]
         groups = shared_prefix_groups(ids) if self.prefix_reuse else [(0, list(range(len(ids))))]
-        out: list = [None] * len(texts)
+
+        def top(shared, idx):
+            logp = self.torch.cat(list(self._over_prefix(ids[idx[0]][:shared],
+                                                         [ids[i][shared:] for i in idx])))
+            best = self.torch.topk(logp, n, dim=-1)
+            return [list(zip(t.tolist(), v.tolist())) for v, t in zip(best.values, best.indices)]
+
         with torch_threads(self.threads):
-            for shared, idx in groups:
-                logp = self.torch.cat(list(self._over_prefix(ids[idx[0]][:shared],
-                                                             [ids[i][shared:] for i in idx])))
-                top = self.torch.topk(logp, n, dim=-1)
-                for i, v, t in zip(idx, top.values, top.indices, strict=True):
-                    out[i] = list(zip(t.tolist(), v.tolist()))
-        return out
+            return answer_by_group(len(texts), groups, top)
 
     # ---- generation
     def generate(self, texts: list[str], max_new_tokens: int = 64, temperature: float = 0.0,

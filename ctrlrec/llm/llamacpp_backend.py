@@ -18,8 +18,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .backends import (RatePrompt, Rating, digit_token_ids, llm_identity, ratings_from_logprobs,
-                       shared_prefix_groups, text_hash)
+from .backends import (RatePrompt, Rating, answer_by_group, digit_token_ids, llm_identity,
+                       prefix_groups, ratings_from_logprobs, shared_prefix_groups, text_hash)
 from .backends import render as render_chat
 
 
@@ -179,16 +179,9 @@ class LlamaCppBackend:
         if not self.prefix_reuse:
             return [self._rating(self._alone(self._ids(p.prefix) + self._ids(p.suffix)))
                     for p in prompts]
-        out: list[Rating | None] = [None] * len(prompts)
-        groups: dict[str, list[int]] = {}
-        for i, p in enumerate(prompts):
-            groups.setdefault(p.prefix, []).append(i)
-        for prefix, idx in groups.items():
-            ratings = self._over_prefix(self._ids(prefix), [self._ids(prompts[i].suffix)
-                                                            for i in idx], self._rating)
-            for i, r in zip(idx, ratings, strict=True):
-                out[i] = r
-        return out
+        return answer_by_group(len(prompts), prefix_groups(prompts), lambda prefix, idx: (
+            self._over_prefix(self._ids(prefix), [self._ids(prompts[i].suffix) for i in idx],
+                              self._rating)))
 
     def top_logprobs(self, texts: list[str], n: int = 20) -> list[list[tuple[int, float]]]:
         """The n most likely next tokens after each text, as (token id, logprob); for `bench
@@ -204,13 +197,8 @@ class LlamaCppBackend:
         ids = [self._ids(t) for t in texts]
         if not self.prefix_reuse:
             return [top(self._alone(t)) for t in ids]
-        out: list = [None] * len(texts)
-        for shared, idx in shared_prefix_groups(ids):
-            answers = self._over_prefix(ids[idx[0]][:shared], [ids[i][shared:] for i in idx],
-                                        top)
-            for i, a in zip(idx, answers, strict=True):
-                out[i] = a
-        return out
+        return answer_by_group(len(texts), shared_prefix_groups(ids), lambda shared, idx: (
+            self._over_prefix(ids[idx[0]][:shared], [ids[i][shared:] for i in idx], top)))
 
     def _alone(self, toks: list[int]) -> np.ndarray:
         """The next-token logits after one whole token sequence, nothing shared."""

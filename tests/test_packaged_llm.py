@@ -61,7 +61,8 @@ def test_packaged_model_has_the_digit_mass_and_agrees_with_hf(request, capfd, mo
 
 @pytest.fixture(scope="module")
 def packaged_gguf():
-    """The packaged GGUF on llama.cpp (what `backend: auto` runs on a CPU), loaded once."""
+    """The packaged GGUF on llama.cpp (what `backend: auto` runs on a CPU without AMX), loaded
+    once."""
     if find_spec("llama_cpp") is None:
         pytest.skip("llama-cpp-python is not installed (scripts/setup.sh)")
     from ctrlrec.llm.llamacpp_backend import LlamaCppBackend
@@ -72,8 +73,8 @@ def packaged_gguf():
 
 
 def test_the_packaged_model_writes_valid_requests(request, split, movielens, tmp_path):
-    # One user, genre requests only, on the engine `backend: auto` picks on a CPU (llama.cpp;
-    # hf where it is not installed). On a 2-core AVX2 CPU, alone, this test took 19.6 s on
+    # One user, genre requests only, on llama.cpp (what `backend: auto` picks on a CPU without
+    # AMX; hf where it is not installed). On a 2-core AVX2 CPU, alone, this test took 19.6 s on
     # llama.cpp and 31 s on hf float32. Open-ended parsing, retries and style rotation are
     # tested on the tiny model in tests/test_generation.py.
     be = request.getfixturevalue("packaged_gguf" if find_spec("llama_cpp") else "qwen")

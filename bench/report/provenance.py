@@ -97,7 +97,9 @@ def hardware(manifest: dict) -> str:
     hw = manifest.get("hardware") or {}
     if hw.get("cpu_capability"):
         capped = " ".join(f"{k}={v}" for k, v in (hw.get("capped_by") or {}).items())
-        parts.append(f"CPU {hw['cpu_capability']}" + (f" (capped: {capped})" if capped else ""))
+        amx = "+AMX" if hw.get("cpu_amx") else ""  # 2-3x an AVX512-BF16 CPU's bf16 speed
+        parts.append(f"CPU {hw['cpu_capability']}{amx}"
+                     + (f" (capped: {capped})" if capped else ""))
     engines = _llm_backend_values(manifest, "backend")
     dtypes = _llm_backend_values(manifest, "dtype")
     if engines or dtypes:

@@ -51,6 +51,13 @@ class LlamaCppBackend:
         if log.level == logging.NOTSET:
             log.setLevel(logging.ERROR)
         self.lc = lc
+        if repack and "AMX_INT8 = 1" in lc.llama_print_system_info().decode():
+            # repacking hands Q4_K weights to llama.cpp's AMX kernels, which crashed the process
+            # (general protection fault in libggml-cpu, first batch) on a 2-core AMX Xeon;
+            # upstream: ggml-org/llama.cpp#20824
+            raise ValueError(f"llamacpp option repack: true: llama-cpp-python {lc.__version__} "
+                             "built with AMX_INT8 crashes in its AMX kernels on the first batch; "
+                             "allowed on this CPU: repack: false")
         path = gguf_file(model)
         revision = model_revision(str(path))
         # the folder's tokenizer.json without AutoTokenizer, which would import torch into a

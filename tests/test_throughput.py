@@ -143,6 +143,8 @@ def test_tiny_measurement_end_to_end(tmp_path, capsys):
     assert meas["hardware"]["dtypes"][1] == {"path": meas["paths"][1]["label"], "dtype": "auto",
                                              "resolved": auto}
     assert meas["hardware"]["describe"]["device"] == dev
+    assert meas["git"]["commit"] and "dirty" in meas["git"]  # which code made the figures
+    assert f"code at {meas['git']['commit'][:10]} (" in (out / "table.md").read_text()
     assert meas["hardware"]["describe"]["auto_dtype"] == auto
     direct = [r for r in meas["rows"] if r["method"] == "direct"]
     dist = [r for r in meas["rows"] if r["method"] == "distilled"]
@@ -154,6 +156,9 @@ def test_tiny_measurement_end_to_end(tmp_path, capsys):
     assert "extrapolated" in (out / "cells.csv").read_text()
     table = (out / "table.md").read_text()
     assert "Speedup at 3,000 items × 2 requests" in table and "random weights" in table
+    if dev == "cpu":  # the instruction set, which decides a CPU's bf16 speed, heads the table
+        d = meas["hardware"]["describe"]
+        assert f"**CPU {d['cpu_capability']}{'+AMX' if d['cpu_amx'] else ''} (" in table
     assert (out / "throughput.png").stat().st_size > 10_000
     # the report alone, from the measurements
     assert tp.main(["--from", str(out / "measurements.json"), "--out", str(tmp_path / "again")]) == 0

@@ -56,7 +56,14 @@ def floor_seconds(info: dict, hw: dict, items: float, requests: float) -> float:
 
 
 def card_name(hw: dict) -> str:
-    return hw.get("gpu") or f"CPU ({hw.get('cpu_count')} cores, {hw.get('threads')} torch threads)"
+    if hw.get("gpu"):
+        return hw["gpu"]
+    # the instruction set decides a CPU's bf16 speed (AMX ~3x AVX512-BF16); older
+    # measurements lack it
+    d = hw.get("describe") or {}
+    isa = (f" {d['cpu_capability']}{'+AMX' if d.get('cpu_amx') else ''}"
+           if d.get("cpu_capability") else "")
+    return f"CPU{isa} ({hw.get('cpu_count')} cores, {hw.get('threads')} torch threads)"
 
 
 def _sync(device: str) -> None:

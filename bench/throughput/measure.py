@@ -131,12 +131,14 @@ def measure(cfg: dict, log=print, source: str = "", checkpoint=None) -> dict:
     """Measure every path; `checkpoint(result)` after each, so a cut-off run keeps what it did."""
     import torch
 
+    from bench.report.provenance import git_state  # stdlib only: fine on a bare GPU machine
     from ctrlrec.hardware import default_device, describe, resolve_dtype
 
     if cfg["threads"]:
         torch.set_num_threads(cfg["threads"])
     result = {"config": cfg, "suite_file": source, "paths": [], "rows": [],
-              "created_utc": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+              "created_utc": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+              "git": git_state()}  # the code measured ("unknown" outside a checkout)
     # Each path as it is measured: its device chosen and `dtype: auto` resolved for that device.
     paths = []
     for p in cfg["paths"]:

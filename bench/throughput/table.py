@@ -11,6 +11,14 @@ from .hardware import card_name, floor_seconds, peak_flops
 from .plot import plot
 
 
+def _code(git: dict | None) -> str:
+    """", code at <commit>" with its state; nothing for measurements older than the field."""
+    if not git:
+        return ""
+    state = {True: " (dirty)", False: " (clean)"}.get(git.get("dirty"), " (state unknown)")
+    return f", code at {git['commit'][:10]}{state}"
+
+
 def grid_table(meas: dict, models: dict) -> list[dict]:
     """Every path × cell: seconds (measured, else extrapolated), items·requests per second, floor."""
     measured = {(r["path"], r["items"], r["requests"]): r["seconds"] for r in meas["rows"]}
@@ -64,7 +72,8 @@ def report(meas: dict, out_dir: Path) -> str:
              f"Floors from {hw['floors_source']}: bandwidth {hw['bandwidth'] / 1e9:.0f} GB/s, "
              f"peak {_per_dtype(hw['peak_flops'])} "
              f"(measured here: {hw['measured_bandwidth'] / 1e9:.0f} GB/s, "
-             f"{_per_dtype(hw['measured_matmul_flops'])}). Created {meas['created_utc']}.", ""]
+             f"{_per_dtype(hw['measured_matmul_flops'])}). Created {meas['created_utc']}"
+             + _code(meas.get("git")) + ".", ""]
     if random:
         lines += ["**Random-weight rows**: paths marked *(random weights)* use randomly "
                   "initialised models of the real architecture; their throughput is that of the "

@@ -306,6 +306,22 @@ def with_runtime(plan, llm_cache: Path):
     return plan
 
 
+def machine_lines(plan) -> str:
+    """What `auto` became on this machine, before anything runs: the CPU (AMX triples bf16
+    speed and changes the engine), the dtype, and each LLM step's engine."""
+    from ctrlrec import hardware
+    from .report.provenance import hardware as where
+
+    hw = hardware.describe()
+    lines = [f"# this machine: {where({'hardware': hw})}, native bf16 {hw['cpu_native_bf16']}; "
+             f"dtype auto -> {hw['auto_dtype']}"]
+    for s in plan:
+        llm = s.config.get("llm") or s.config.get("items", {}).get("llm")
+        if llm:
+            lines.append(f"#   LLM {s.label}: {llm['backend']} {llm['model']} {llm['dtype']}")
+    return "\n".join(lines)
+
+
 def _local_gpus() -> float:
     import torch
     return float(torch.cuda.device_count())
@@ -338,6 +354,7 @@ def cmd_run(args) -> int:
         print(yaml.safe_dump(suite.model_dump(mode="json"), sort_keys=False).rstrip())
         from .codehash import stale_entries
         stale = stale_entries(plan, cache)  # older entries of the same steps, and why they missed
+        print(machine_lines(plan))
         print(f"# {len(suite.grid())} cells; {len(plan)} steps:")
         for s in plan:
             state = "cached" if cache.has(s.stage, s.key) else "to run" + (

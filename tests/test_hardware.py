@@ -94,6 +94,18 @@ def test_plan_keys_hold_the_resolved_dtype(bf16_cpu, monkeypatch):
     assert on_gpu["values[direct,none]"].config["llm"]["dtype"] == "bfloat16"
 
 
+def test_a_dry_run_says_what_auto_became_on_this_machine(bf16_cpu):
+    from bench.cli import machine_lines
+
+    suite = load_suite(SUITES / "genre_direct.yaml", ["seeds=[0]", "methods.1.llm.backend=hf"])
+    first, *llm = machine_lines(build_plan(suite, 150)).splitlines()
+    assert first.startswith("# this machine: CPU AVX512") and "native bf16 True" in first
+    assert first.endswith("; dtype auto -> bfloat16")
+    assert "#   LLM values[direct,none]: hf qwen2.5-coder-1.5b-instruct bfloat16" in llm
+    assert {line.split(":")[0] for line in llm} == {
+        "#   LLM values[direct,none]", "#   LLM train_requests", "#   LLM teacher_labels"}
+
+
 def test_a_setting_of_another_backend_is_an_error(tmp_path):
     f = tmp_path / "s.yaml"
     f.write_text("name: t\nmethods:\n  - name: direct\n"

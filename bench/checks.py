@@ -155,7 +155,7 @@ def check_endpoints(suite: Suite, plan, cache, source: str) -> None:
     from .plan import llm_key
 
     todo = [s for s in plan if not cache.has(s.stage, s.key)]
-    used = [s.config.get("llm") or s.config.get("items", {}).get("llm") for s in todo]
+    used = [s.llm_config for s in todo]
     seen = set()
     for where, llm in llm_configs(suite):
         if llm.backend != "openai" or llm_key(llm) not in used:

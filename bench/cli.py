@@ -316,7 +316,7 @@ def machine_lines(plan) -> str:
     lines = [f"# this machine: {where({'hardware': hw})}, native bf16 {hw['cpu_native_bf16']}; "
              f"dtype auto -> {hw['auto_dtype']}"]
     for s in plan:
-        llm = s.config.get("llm") or s.config.get("items", {}).get("llm")
+        llm = s.llm_config
         if llm:
             lines.append(f"#   LLM {s.label}: {llm['backend']} {llm['model']} {llm['dtype']}")
     return "\n".join(lines)
@@ -367,8 +367,8 @@ def cmd_run(args) -> int:
 
     check_endpoints(suite, plan, cache, str(args.suite))
     from ctrlrec.llm.cache import check_cache_file
-    if any((s.config.get("llm") or s.config.get("items", {}).get("llm"))
-           and not cache.has(s.stage, s.key) for s in plan):  # the LLM cache will be read
+    # the LLM cache will be read
+    if any(s.llm_config and not cache.has(s.stage, s.key) for s in plan):
         note = check_cache_file(llm_cache)
         if note:
             print(f"warning: {note}", file=sys.stderr, flush=True)

@@ -34,6 +34,11 @@ class Step:
     llm: dict | None = None  # the LLM pool it needs: model key, runtime, threads, GPUs, workers
     code: str = ""       # hash of the project code `fn` can reach (part of the key)
 
+    @property
+    def llm_config(self) -> dict | None:
+        """The LLM settings in its key: its own `llm`, or the item texts' writer (dataset)."""
+        return self.config.get("llm") or self.config.get("items", {}).get("llm")
+
 
 def values_label(method: str, context: str) -> str:
     return f"values[{method},{context}]" if METHODS[method].uses_context else f"values[{method}]"

@@ -27,13 +27,18 @@ def cpu_capability() -> str:
     return torch.backends.cpu.get_cpu_capability()
 
 
+def _onednn_cap() -> str:
+    """The ISA oneDNN is capped to (ONEDNN_MAX_CPU_ISA, upper case), "" when it is not."""
+    return os.environ.get("ONEDNN_MAX_CPU_ISA", "").upper()
+
+
 def cpu_native_bf16() -> bool:
     """True where the CPU has bf16 arithmetic and neither torch nor oneDNN is capped below it."""
     import torch
 
     if not cpu_capability().upper().startswith("AVX512"):
         return False
-    cap = os.environ.get("ONEDNN_MAX_CPU_ISA", "").upper()
+    cap = _onednn_cap()
     if cap and not cap.startswith(_ONEDNN_BF16):
         return False
     cpu = getattr(torch, "cpu", None)
@@ -49,7 +54,7 @@ def cpu_amx() -> bool:
 
     if not cpu_native_bf16():
         return False
-    cap = os.environ.get("ONEDNN_MAX_CPU_ISA", "").upper()
+    cap = _onednn_cap()
     if cap and "AMX" not in cap and cap not in ("ALL", "DEFAULT"):  # e.g. AVX10_1_512_AMX
         return False
     has = getattr(getattr(torch, "cpu", None), "_is_amx_tile_supported", None)

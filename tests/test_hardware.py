@@ -38,7 +38,7 @@ def test_auto_is_bf16_only_on_a_bf16_native_cpu(bf16_cpu, monkeypatch):
 
 
 def test_amx_is_told_apart_and_capped_like_bf16(bf16_cpu, monkeypatch):
-    """AMX rates 2-3x an AVX512-BF16 CPU in bf16 and changes `backend: auto`: the manifest and
+    """AMX rated 3x an AVX512-BF16 CPU in bf16 and changes `backend: auto`: the manifest and
     the hardware line say so, and a cap below AMX takes it away."""
     import torch
 

@@ -95,6 +95,7 @@ def test_measuring_side_needs_no_pydantic_pandas_or_ray(suite):
     blocked = ("pydantic", "pydantic_core", "pandas", "ray", "matplotlib", "scipy", "tabulate")
     code = (f"import json, sys\nfor m in {blocked!r}: sys.modules[m] = None\n"
             "import ctrlrec.hardware, bench.throughput.measure, bench.throughput.cli\n"
+            "import bench.report.provenance\n"  # measure() records git_state from it
             f"print(json.dumps(bench.throughput.load_config({suite!r})))")
     read = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
     assert read.returncode == 0, read.stderr
